@@ -1,0 +1,20 @@
+"""Fast twins of the reference maths (Numba on the CPU), behind one switch.
+
+    minis2s.kernels.enable(False)     # or MINIS2S_KERNELS=0: the pure reference path
+    minis2s.kernels.enabled()         # is the fast path in use?
+
+Every kernel here has a parity test against the reference function it replaces.
+"""
+import os
+
+_enabled = os.environ.get("MINIS2S_KERNELS", "1") not in ("0", "false", "no", "off")
+
+
+def enable(flag=True):
+    """Use the fast kernels where they exist (True) or only the reference path (False)."""
+    global _enabled
+    _enabled = bool(flag)
+
+
+def enabled():
+    return _enabled

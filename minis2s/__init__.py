@@ -1,0 +1,5 @@
+"""minis2s: sequence-to-sequence models from scratch on NumPy and CuPy, every gradient by hand."""
+from . import backend, nn
+
+__version__ = "0.1.0"
+__all__ = ["backend", "nn"]

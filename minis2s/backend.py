@@ -1,0 +1,121 @@
+"""Array backends: the same maths on NumPy (CPU) or CuPy (GPU).
+
+Every layer in minis2s is written once against an array module called ``xp``.
+``xp`` is NumPy or CuPy; the code does not care which, because CuPy copies
+NumPy's API. This module chooses the active one and moves arrays between them.
+
+    use("numpy") / use("cupy")   choose (also: environment variable MINIS2S_BACKEND)
+    xp()                         the active array module
+    asarray(a, dtype=None)       an array on the active backend (float32 unless told)
+    to_numpy(a)                  a NumPy array on the host, whatever ``a`` was
+    rng(seed)                    a seeded random generator on the active backend
+
+Floating point: float32 by default (fast), float64 on request (gradient checks).
+"""
+import os
+
+import numpy
+
+BACKENDS = ("numpy", "cupy")
+DEFAULT_DTYPE = numpy.float32
+
+_active = None  # the chosen array module; None until first use
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot run on this machine (the message says why)."""
+
+
+def _load_cupy():
+    try:
+        import cupy
+    except ImportError as error:
+        raise BackendError(
+            "backend 'cupy' needs CuPy, which is not installed "
+            "(pip install 'minis2s[gpu]', a CuPy wheel for CUDA 12)") from error
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDA driver missing or broken
+        raise BackendError(f"backend 'cupy': CuPy is installed but no CUDA GPU is usable ({error})") from error
+    if count == 0:
+        raise BackendError("backend 'cupy': CuPy is installed but no CUDA GPU was found")
+    return cupy
+
+
+def use(name):
+    """Make ``name`` ("numpy" or "cupy") the active backend and return its array module."""
+    global _active
+    if name == "numpy":
+        _active = numpy
+    elif name == "cupy":
+        _active = _load_cupy()
+    else:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return _active
+
+
+def xp():
+    """The active array module (NumPy unless ``use`` or MINIS2S_BACKEND chose CuPy)."""
+    if _active is None:
+        use(os.environ.get("MINIS2S_BACKEND", "numpy") or "numpy")
+    return _active
+
+
+def name():
+    """The active backend's name: "numpy" or "cupy"."""
+    return "cupy" if xp() is not numpy else "numpy"
+
+
+def available():
+    """The backends that can run here (CuPy only where CuPy and a GPU are present)."""
+    names = ["numpy"]
+    try:
+        _load_cupy()
+        names.append("cupy")
+    except BackendError:
+        pass
+    return names
+
+
+def array_module(*arrays):
+    """NumPy or CuPy, whichever owns ``arrays`` (NumPy for plain Python values)."""
+    for array in arrays:
+        if array is not None and type(array).__module__.startswith("cupy"):
+            import cupy
+            return cupy
+    return numpy
+
+
+def get_dtype(dtype=None):
+    """Resolve "float32" / "float64" / a NumPy dtype; None gives the default, float32."""
+    if dtype is None:
+        return numpy.dtype(DEFAULT_DTYPE)
+    dtype = numpy.dtype(dtype)
+    if dtype not in (numpy.float32, numpy.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def asarray(a, dtype=None):
+    """``a`` as an array of the active backend, of ``dtype`` if given (else its own)."""
+    module = xp()
+    if module is numpy:
+        a = to_numpy(a)
+    return module.asarray(a, dtype=None if dtype is None else numpy.dtype(dtype))
+
+
+def to_numpy(a):
+    """``a`` as a NumPy array on the host (a copy from the GPU for CuPy arrays)."""
+    if hasattr(a, "get") and array_module(a) is not numpy:
+        return a.get()
+    return numpy.asarray(a)
+
+
+def rng(seed=0, module=None):
+    """A seeded random generator that draws arrays on ``module`` (default: the active backend).
+
+    NumPy's PCG64 ``Generator``; on CuPy, ``cupy.random.default_rng`` (XORWOW).
+    Both offer ``random(shape, dtype)``, which is all the layers ask of them.
+    """
+    module = module or xp()
+    return module.random.default_rng(seed)

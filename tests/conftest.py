@@ -1,0 +1,41 @@
+"""Shared fixtures: every test that takes ``xp`` runs once per backend; CuPy only where a GPU is present."""
+import os
+
+import numpy
+import pytest
+from hypothesis import HealthCheck, settings
+
+from minis2s import backend
+
+settings.register_profile(
+    "minis2s", max_examples=int(os.environ.get("MINIS2S_EXAMPLES", "12")), deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile("minis2s")
+
+AVAILABLE = backend.available()
+
+
+@pytest.fixture(params=backend.BACKENDS)
+def xp(request):
+    """The array module of the backend under test, made active for the test's duration."""
+    if request.param not in AVAILABLE:
+        pytest.skip(f"backend {request.param} is not available here (needs CuPy and a GPU)")
+    module = backend.use(request.param)
+    yield module
+    backend.use("numpy")
+
+
+def assert_checked(errors, tolerance=1e-7):
+    """Every tensor's max relative error is within tolerance (and something was checked)."""
+    assert errors, "no tensor was checked"
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= tolerance, f"{worst}: relative error {errors[worst]:.3e} > {tolerance:.0e} ({errors})"
+
+
+def host(a):
+    return backend.to_numpy(a)
+
+
+@pytest.fixture
+def rng():
+    return numpy.random.default_rng(1234)
