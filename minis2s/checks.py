@@ -8,7 +8,7 @@ line calls them on the small fixed sizes in ``CATALOGUE``.
 import numpy
 
 from . import backend, gradcheck, loss
-from .nn import layers
+from .nn import layers, rnn
 
 F64 = "float64"
 
@@ -101,6 +101,46 @@ def check_cross_entropy(steps=4, batch=3, vocab=6, reduction="mean", label_smoot
     return gradcheck.check_function(forward, backward, {"logits": logits}, seed=seed)
 
 
+RECURRENT = {"rnn": lambda *a, **k: rnn.RNN(*a, **k),
+             "rnn_relu": lambda *a, **k: rnn.RNN(*a, nonlinearity="relu", **k),
+             "lstm": lambda *a, **k: rnn.LSTM(*a, **k),
+             "gru": lambda *a, **k: rnn.GRU(*a, **k)}
+
+
+def make_recurrent(cell, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                   dtype=F64, seed=0):
+    return RECURRENT[cell](input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                           dropout=dropout, dtype=dtype, seed=seed)
+
+
+def check_recurrent(cell="lstm", num_layers=1, bidirectional=False, lengths=(4, 2, 3), input_size=3,
+                    hidden_size=4, dropout=0.0, seed=0, max_elements=None):
+    """x, the initial state and every parameter, with padding (lengths) and, if dropout > 0, a fixed mask.
+
+    Upstream gradients arrive both at the outputs and at the final states.
+    """
+    rng = numpy.random.default_rng(seed)
+    layer = make_recurrent(cell, input_size, hidden_size, num_layers, bidirectional, dropout, seed=seed)
+    steps, batch = max(lengths), len(lengths)
+    states = layer.num_layers * layer.num_directions
+    inputs = {"x": _normal(rng, (steps, batch, input_size)), "h0": _normal(rng, (states, batch, hidden_size))}
+    if cell == "lstm":
+        inputs["c0"] = _normal(rng, (states, batch, hidden_size))
+    lengths = backend.asarray(numpy.array(lengths))
+
+    def forward(x, h0, c0=None):
+        layer.reseed(seed)                              # the same dropout mask at every call
+        out, state_n, cache = layer.forward(x, lengths, (h0, c0) if c0 is not None else h0, train=True)
+        return (out, *state_n) if c0 is not None else (out, state_n), cache
+
+    def backward(douts, cache):
+        dout, *dstate = douts
+        dx, dstate0 = layer.backward(dout, tuple(dstate) if len(dstate) == 2 else dstate[0], cache)
+        return (dx, *dstate0) if len(dstate) == 2 else (dx, dstate0)
+
+    return gradcheck.check_function(forward, backward, inputs, module=layer, seed=seed, max_elements=max_elements)
+
+
 # name -> zero-argument check at the fixed sizes the command line uses
 CATALOGUE = {
     "Embedding": check_embedding,
@@ -115,6 +155,11 @@ CATALOGUE = {
     "cross-entropy (sum)": lambda: check_cross_entropy(reduction="sum"),
     "cross-entropy (sequence)": lambda: check_cross_entropy(reduction="sequence"),
     "cross-entropy (label smoothing 0.1)": lambda: check_cross_entropy(label_smoothing=0.1),
+    "RNN tanh (2 layers, bidirectional, padded, dropout)":
+        lambda: check_recurrent("rnn", 2, True, dropout=0.3),
+    "RNN relu (2 layers, bidirectional, padded)": lambda: check_recurrent("rnn_relu", 2, True),
+    "LSTM (2 layers, bidirectional, padded, dropout)": lambda: check_recurrent("lstm", 2, True, dropout=0.3),
+    "GRU (2 layers, bidirectional, padded, dropout)": lambda: check_recurrent("gru", 2, True, dropout=0.3),
 }
 
 

@@ -2,5 +2,6 @@
 from . import init
 from .layers import Dropout, Embedding, Linear
 from .module import Module
+from .rnn import GRU, LSTM, RNN
 
-__all__ = ["Module", "Embedding", "Linear", "Dropout", "init"]
+__all__ = ["Module", "Embedding", "Linear", "Dropout", "RNN", "LSTM", "GRU", "init"]
