@@ -1,5 +1,6 @@
 """minis2s: sequence-to-sequence models from scratch on NumPy and CuPy, every gradient by hand."""
-from . import backend, nn
+from . import backend, data, nn
+from .model import Seq2Seq
 
 __version__ = "0.1.0"
-__all__ = ["backend", "nn"]
+__all__ = ["backend", "data", "nn", "Seq2Seq"]

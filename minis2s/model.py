@@ -1,0 +1,337 @@
+"""Seq2Seq: source embedding -> encoder -> bridge -> decoder (+ attention) -> projection -> loss.
+
+    x  = E_src[src]                        (S, B, E)      the source, optionally reversed within each
+                                                          sequence's length (Sutskever et al. 2014)
+    K, s_enc = encoder(x, src_lengths)     K (S, B, dirs*H) the encoder outputs (attention's memory),
+                                           s_enc each sequence's final state: the *context vector*
+    s_0 = bridge(s_enc)                    unidirectional: s_0 = s_enc, the fixed-length context vector
+                                           bidirectional: per layer, tanh(W_k [h_fwd ; h_bwd] + b_k)
+                                           (the same for c with its own W for the LSTM)
+                                           bridge="zeros": s_0 = 0 (for attention-only models)
+    for t = 1..T:  o_t, s_t = decoder step(y_t-1, s_t-1, K)    (see nn/decoder.py)
+    logits = W_out o + b_out               (T, B, V), all steps in one product
+    loss = masked cross-entropy, mean over real target tokens (each sentence ends in <eos>)
+
+Teacher forcing: the input y_t-1 is the reference token with probability ``teacher_forcing``,
+else the model's own best guess argmax(logits_t-1), drawn per sentence and step (scheduled sampling,
+Bengio et al. 2015, lowers the ratio over training). The guess is a discrete choice: no gradient
+flows through it, exactly as in PyTorch, where argmax is not differentiable; the gradient reaches
+the guessed token's embedding only.
+"""
+from typing import NamedTuple
+
+from . import backend
+from .data import BOS, PAD
+from .loss import cross_entropy, length_mask
+from .nn.decoder import Decoder
+from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_backward, dropout_forward,
+                        log_softmax_forward, tanh_backward)
+from .nn.module import Module
+from .nn.rnn import Recurrent, reverse_index, reverse_time
+
+CELL_NAMES = {"rnn": "rnn_tanh", "lstm": "lstm", "gru": "gru"}
+ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general")
+BRIDGES = ("final", "zeros")
+
+
+class Bridge(Module):
+    """Joins a bidirectional encoder's two final states per layer: s_k = tanh(W_k [s_fwd ; s_bwd] + b_k)."""
+
+    def __init__(self, hidden_size, num_layers, state_size, dtype=None, seed=0):
+        super().__init__(dtype, seed)
+        self.num_layers, self.state_size = num_layers, state_size
+        for j, kind in enumerate("hc"[:state_size]):
+            for k in range(num_layers):
+                self.add_module(f"{kind}_l{k}", Linear(2 * hidden_size, hidden_size, dtype=dtype,
+                                                       seed=seed + 10 * j + k))
+
+    def forward(self, enc_state):
+        """enc_state: tuple of (2L, B, H) -> tuple of (L, B, H), cache."""
+        xp = backend.array_module(enc_state[0])
+        outputs, caches = [], []
+        for j, kind in enumerate("hc"[:self.state_size]):
+            layers = []
+            for k in range(self.num_layers):
+                joined = xp.concatenate([enc_state[j][2 * k], enc_state[j][2 * k + 1]], axis=1)
+                pre, cache = self.modules[f"{kind}_l{k}"].forward(joined)
+                layers.append(xp.tanh(pre))
+                caches.append((cache, layers[-1]))
+            outputs.append(xp.stack(layers))
+        return tuple(outputs), caches
+
+    def backward(self, dstate, caches):
+        """tuple of (L, B, H) -> tuple of (2L, B, H)."""
+        xp = backend.array_module(dstate[0])
+        denc = []
+        caches = iter(caches)
+        for j, kind in enumerate("hc"[:self.state_size]):
+            parts = []
+            for k in range(self.num_layers):
+                cache, out = next(caches)
+                dpre = tanh_backward(dstate[j][k], out)
+                djoined = self.modules[f"{kind}_l{k}"].backward(dpre, cache)
+                hidden = djoined.shape[1] // 2
+                parts += [djoined[:, :hidden], djoined[:, hidden:]]
+            denc.append(xp.stack(parts))
+        return tuple(denc)
+
+
+class Encoded(NamedTuple):
+    """What the decoder needs from the source: the same for training and for decoding."""
+    memory: object            # (S, B, M) encoder outputs, in the original source order
+    projected: object         # (S, B, A) bahdanau's K W_k^T, else None
+    mask: object              # (S, B) real source positions
+    state: tuple              # decoder's initial state: tuple of (L, B, H)
+    context_vector: object    # (B, H) z for context feeding, else None
+
+
+class EncoderCache(NamedTuple):
+    embedding: object
+    src_dropout: object
+    encoder: object
+    reverse: object
+    bridge: object
+
+
+class ForwardCache(NamedTuple):
+    batch: object
+    encoded: Encoded
+    encoder: EncoderCache
+    emb: object               # (T, B, E) target embeddings after dropout
+    tokens: object            # (T, B) the decoder's input tokens (reference or guessed)
+    emb_mask: object          # (T, B, E) dropout mask or None
+    steps: list               # T decoder StepCaches
+    outputs: object           # (T, B, H) o_t
+    out_cache: object         # the projection's cache
+    weights: object           # (T, S, B) attention weights or None
+
+
+class Seq2Seq(Module):
+    """An encoder-decoder with optional attention; see the module docstring for the equations."""
+
+    def __init__(self, src_vocab_size, tgt_vocab_size, cell="gru", attention="bahdanau", emb_size=256,
+                 hidden_size=256, num_layers=1, bidirectional=False, dropout=0.0, teacher_forcing=1.0,
+                 dtype="float32", seed=0, bridge="final", input_feeding=False, context_feeding=False,
+                 reverse_source=False, label_smoothing=0.0):
+        super().__init__(dtype, seed)
+        if cell not in CELL_NAMES:
+            raise ValueError(f"cell must be one of {tuple(CELL_NAMES)}, got {cell!r}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        if bridge not in BRIDGES:
+            raise ValueError(f"bridge must be one of {BRIDGES}, got {bridge!r}")
+        if input_feeding and not attention.startswith("luong"):
+            raise ValueError("input_feeding feeds Luong's attentional vector tanh(W_c [c; h]) into the next "
+                             "step: it needs attention='luong-dot' or 'luong-general'")
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must be in [0, 1], got {teacher_forcing}")
+        for name, size in (("src_vocab_size", src_vocab_size), ("tgt_vocab_size", tgt_vocab_size),
+                           ("emb_size", emb_size), ("hidden_size", hidden_size)):
+            if size < 1:
+                raise ValueError(f"{name} must be >= 1, got {size}")
+        self.config = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, cell=cell,
+                           attention=attention, emb_size=emb_size, hidden_size=hidden_size,
+                           num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
+                           teacher_forcing=teacher_forcing, dtype=str(self.dtype), seed=seed, bridge=bridge,
+                           input_feeding=input_feeding, context_feeding=context_feeding,
+                           reverse_source=reverse_source, label_smoothing=label_smoothing)
+        self.attention, self.bridge_kind = attention, bridge
+        self.teacher_forcing, self.dropout = teacher_forcing, dropout
+        self.reverse_source, self.label_smoothing = reverse_source, label_smoothing
+        self.context_feeding = context_feeding
+        directions = 2 if bidirectional else 1
+        self.src_embedding = self.add_module("src_embedding", Embedding(src_vocab_size, emb_size, PAD, dtype, seed))
+        self.tgt_embedding = self.add_module("tgt_embedding", Embedding(tgt_vocab_size, emb_size, PAD, dtype,
+                                                                        seed + 1))
+        self.encoder = self.add_module("encoder", Recurrent(CELL_NAMES[cell], emb_size, hidden_size, num_layers,
+                                                            bidirectional, dropout, dtype, seed + 2))
+        self.bridge = None
+        if bidirectional and (bridge == "final" or context_feeding):
+            self.bridge = self.add_module("bridge", Bridge(hidden_size, num_layers, self.encoder.cell.state_size,
+                                                           dtype, seed + 3))
+        self.decoder = self.add_module("decoder", Decoder(
+            CELL_NAMES[cell], tgt_vocab_size, emb_size, hidden_size, directions * hidden_size, num_layers,
+            attention, input_feeding, context_feeding, dropout, dtype, seed + 4))
+
+    # ------------------------------------------------------------------ the source side
+
+    def encode(self, src, src_lengths, train=False):
+        """src (S, B) ids, src_lengths (B,) -> Encoded, EncoderCache."""
+        xp = backend.array_module(src)
+        rev = None
+        if self.reverse_source:
+            rev = reverse_index(src_lengths, src.shape[0])
+            src = reverse_time(src, rev)
+        emb, emb_cache = self.src_embedding.forward(src)
+        emb, src_dropout = dropout_forward(emb, self.dropout, self.rng, train)
+        memory, enc_state, enc_cache = self.encoder.forward(emb, src_lengths, None, train)
+        if rev is not None:
+            memory = reverse_time(memory, rev)                  # attention sees the source in its own order
+        enc_state = enc_state if isinstance(enc_state, tuple) else (enc_state,)
+        summary, bridge_cache = (self.bridge.forward(enc_state) if self.bridge is not None else (enc_state, None))
+        if self.bridge_kind == "final":
+            state = summary
+        else:
+            shape = (self.decoder.rnn.num_layers, src.shape[1], self.decoder.hidden_size)
+            state = tuple(xp.zeros(shape, dtype=self.dtype) for _ in enc_state)
+        context_vector = summary[0][-1] if self.context_feeding else None
+        projected = self.decoder.attention.project_memory(memory) if self.decoder.attention else None
+        mask = length_mask(src_lengths, src.shape[0])
+        encoded = Encoded(memory, projected, mask, state, context_vector)
+        return encoded, EncoderCache(emb_cache, src_dropout, enc_cache, rev, bridge_cache)
+
+    def encode_backward(self, dmemory, dprojected, dstate0, dcontext_vector, cache, encoded):
+        """Gradients arriving at the memory, the initial decoder state and z -> the source side's grads."""
+        if dprojected is not None:
+            extra = self.decoder.attention.project_memory_backward(dprojected, encoded.memory)
+            dmemory = extra if dmemory is None else dmemory + extra
+        if dmemory is not None and cache.reverse is not None:
+            dmemory = reverse_time(dmemory, cache.reverse)
+        dsummary = dstate0 if self.bridge_kind == "final" else None
+        if dcontext_vector is not None:
+            dsummary = tuple(backend.array_module(dcontext_vector).zeros_like(s) for s in encoded.state) \
+                if dsummary is None else tuple(s.copy() for s in dsummary)
+            dsummary[0][-1] += dcontext_vector
+        denc_state = None
+        if dsummary is not None:
+            denc_state = self.bridge.backward(dsummary, cache.bridge) if self.bridge is not None else dsummary
+            if self.encoder.cell.state_size == 1:
+                denc_state = denc_state[0]
+        demb, _ = self.encoder.backward(dmemory, denc_state, cache.encoder)
+        demb = dropout_backward(demb, cache.src_dropout)
+        self.src_embedding.backward(demb, cache.embedding)
+
+    # ------------------------------------------------------------------ the whole model
+
+    def forward(self, batch, train=True, teacher_forcing=None):
+        """Batch -> logits (T, B, V), ForwardCache. The cache holds the attention weights (T, S, B)."""
+        xp = backend.array_module(batch.src)
+        ratio = self.teacher_forcing if teacher_forcing is None else teacher_forcing
+        decoder = self.decoder
+        encoded, enc_cache = self.encode(batch.src, batch.src_lengths, train)
+        steps, size = batch.tgt_in.shape
+        W_out, b_out = decoder.out.params["weight"], decoder.out.params["bias"]
+        guided = ratio >= 1.0 or not train                  # every input is the reference token
+
+        if guided:
+            tokens = batch.tgt_in
+            emb, emb_cache = self.tgt_embedding.forward(tokens)
+            emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
+            xw_emb = decoder.embedding_projection(emb)       # (T, B, G*H) for every step at once
+        else:
+            tokens = xp.empty_like(batch.tgt_in)
+            emb = xp.empty((steps, size, decoder.emb_size), dtype=self.dtype)
+            emb_mask = xp.empty_like(emb) if train and self.dropout > 0 else None
+            logits = xp.empty((steps, size, W_out.shape[0]), dtype=self.dtype)
+
+        state, feed = encoded.state, None
+        if decoder.input_feeding:
+            feed = xp.zeros((size, decoder.hidden_size), dtype=self.dtype)
+        outputs = xp.empty((steps, size, decoder.hidden_size), dtype=self.dtype)
+        weights = xp.zeros((steps,) + encoded.mask.shape, dtype=self.dtype) if decoder.attention else None
+        step_caches = []
+        for t in range(steps):
+            if not guided:                                   # scheduled sampling: reference or own guess
+                tokens[t] = batch.tgt_in[t]
+                if t > 0:
+                    use_reference = self.rng.random((size,), dtype=self.dtype) < ratio
+                    tokens[t] = xp.where(use_reference, batch.tgt_in[t], logits[t - 1].argmax(axis=1))
+                emb_t, _ = self.tgt_embedding.forward(tokens[t])
+                emb_t, mask_t = dropout_forward(emb_t, self.dropout, self.rng, train)
+                emb[t] = emb_t
+                if emb_mask is not None:
+                    emb_mask[t] = mask_t
+                xw_t = decoder.embedding_projection(emb_t)
+            else:
+                xw_t = xw_emb[t]
+            outputs[t], state, feed, step_weights, step_cache = decoder.step_forward(
+                xw_t, state, feed, encoded.context_vector, encoded.memory, encoded.projected, encoded.mask, train)
+            if weights is not None:
+                weights[t] = step_weights
+            if not guided:
+                logits[t] = outputs[t] @ W_out.T + b_out
+            step_caches.append(step_cache)
+        if guided:
+            logits, out_cache = decoder.out.forward(outputs)
+        else:
+            out_cache = LinearCache(outputs)                 # the projection already ran step by step
+        cache = ForwardCache(batch, encoded, enc_cache, emb, tokens, emb_mask, step_caches, outputs, out_cache,
+                             weights)
+        return logits, cache
+
+    def backward(self, dlogits, cache):
+        """dlogits (T, B, V) -> adds every parameter's gradient."""
+        xp = backend.array_module(dlogits)
+        decoder, rnn = self.decoder, self.decoder.rnn
+        encoded = cache.encoded
+        steps = dlogits.shape[0]
+        doutputs = decoder.out.backward(dlogits, cache.out_cache)      # all steps in one product
+        dstate = tuple(xp.zeros_like(s) for s in encoded.state)
+        dfeed = None
+        dmemory = xp.zeros_like(encoded.memory) if decoder.attention else None
+        dprojected = xp.zeros_like(encoded.projected) if encoded.projected is not None else None
+        dcontext_vector = xp.zeros_like(encoded.context_vector) if self.context_feeding else None
+        dxw = [xp.empty(doutputs.shape[:2] + (rnn.cell.gates * rnn.hidden_size,), dtype=self.dtype)
+               for _ in range(rnn.num_layers)]
+        dgh = [xp.empty_like(d) for d in dxw]
+        for t in reversed(range(steps)):
+            step_dxw, step_dgh, dextras, dstate, dmem_t, dproj_t = decoder.step_backward(
+                doutputs[t], dstate, dfeed, cache.steps[t], encoded.memory)
+            for k in range(rnn.num_layers):
+                dxw[k][t], dgh[k][t] = step_dxw[k], step_dgh[k]
+            if dmem_t is not None:
+                dmemory += dmem_t
+            if dproj_t is not None:
+                dprojected += dproj_t
+            if dextras is not None:
+                dfeed, dz = decoder.split_extras(dextras)
+                if dz is not None:
+                    dcontext_vector += dz
+        layer_inputs = [_stack([s.layer_inputs[k] for s in cache.steps]) for k in range(rnn.num_layers)]
+        h_prev = [xp.stack([s.h_prev[k] for s in cache.steps]) for k in range(rnn.num_layers)]
+        demb = decoder.accumulate_weight_grads(cache.emb, layer_inputs, h_prev, dxw, dgh)
+        demb = dropout_backward(demb, cache.emb_mask)
+        self.tgt_embedding.backward(demb, EmbeddingCache(cache.tokens, self.tgt_embedding.params["weight"].shape[0]))
+        self.encode_backward(dmemory, dprojected, dstate, dcontext_vector, cache.encoder, encoded)
+
+    # ------------------------------------------------------------------ the public contract
+
+    def loss(self, batch):
+        """Mean cross-entropy per target token: no gradients, no dropout, reference inputs."""
+        logits, _ = self.forward(batch, train=False)
+        value, _ = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=self.label_smoothing)
+        return value
+
+    def loss_and_grads(self, batch, teacher_forcing=None):
+        """The same loss, in training mode (dropout, teacher forcing ratio); fills ``grads`` (zeroed first)."""
+        self.zero_grad()
+        logits, cache = self.forward(batch, train=True, teacher_forcing=teacher_forcing)
+        value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths,
+                                       label_smoothing=self.label_smoothing)
+        self.backward(dlogits, cache)
+        return value
+
+    # ------------------------------------------------------------------ decoding, one step, no caches kept
+
+    def start(self, src, src_lengths):
+        """Encode for decoding: Encoded and the decoder's first (state, feed)."""
+        encoded, _ = self.encode(src, src_lengths, train=False)
+        feed = None
+        if self.decoder.input_feeding:
+            feed = backend.array_module(src).zeros((src.shape[1], self.decoder.hidden_size), dtype=self.dtype)
+        return encoded, encoded.state, feed
+
+    def step(self, tokens, state, feed, encoded):
+        """tokens (B,) -> log-probabilities (B, V), new state, new feed, attention weights (S, B) or None."""
+        emb, _ = self.tgt_embedding.forward(tokens)
+        output, state, feed, weights, _ = self.decoder.step_forward(
+            self.decoder.embedding_projection(emb), state, feed, encoded.context_vector, encoded.memory,
+            encoded.projected, encoded.mask, train=False)
+        logits, _ = self.decoder.out.forward(output)
+        return log_softmax_forward(logits), state, feed, weights
+
+
+def _stack(arrays):
+    if arrays[0] is None:
+        return None
+    return backend.array_module(arrays[0]).stack(arrays)
