@@ -149,6 +149,9 @@ def unit_scale(module, seed):
     rng = numpy.random.default_rng(seed + 99)
     for value in module.params.values():
         value[...] = backend.asarray(rng.standard_normal(value.shape), dtype=value.dtype)
+    for name, sub in module.modules.items():
+        if getattr(sub, "padding_idx", None) is not None:       # the padding row stays zero, as in training
+            sub.params["weight"][sub.padding_idx] = 0
 
 
 def random_batch(rng, src_lengths, tgt_lengths, src_vocab, tgt_vocab):

@@ -16,7 +16,7 @@ Teacher forcing: the input y_t-1 is the reference token with probability ``teach
 else the model's own best guess argmax(logits_t-1), drawn per sentence and step (scheduled sampling,
 Bengio et al. 2015, lowers the ratio over training). The guess is a discrete choice: no gradient
 flows through it, exactly as in PyTorch, where argmax is not differentiable; the gradient reaches
-the guessed token's embedding only.
+the guessed token's embedding only. A guess is never <pad> or <bos> (no sentence contains them).
 """
 from typing import NamedTuple
 
@@ -235,7 +235,7 @@ class Seq2Seq(Module):
                 tokens[t] = batch.tgt_in[t]
                 if t > 0:
                     use_reference = self.rng.random((size,), dtype=self.dtype) < ratio
-                    tokens[t] = xp.where(use_reference, batch.tgt_in[t], logits[t - 1].argmax(axis=1))
+                    tokens[t] = xp.where(use_reference, batch.tgt_in[t], best_output(logits[t - 1]))
                 emb_t, _ = self.tgt_embedding.forward(tokens[t])
                 emb_t, mask_t = dropout_forward(emb_t, self.dropout, self.rng, train)
                 emb[t] = emb_t
@@ -329,6 +329,14 @@ class Seq2Seq(Module):
             encoded.projected, encoded.mask, train=False)
         logits, _ = self.decoder.out.forward(output)
         return log_softmax_forward(logits), state, feed, weights
+
+
+def best_output(scores):
+    """argmax over the vocabulary (..., V), never <pad> or <bos>, which no sentence contains."""
+    xp = backend.array_module(scores)
+    allowed = xp.ones(scores.shape[-1], dtype=bool)
+    allowed[[PAD, BOS]] = False
+    return xp.where(allowed, scores, -xp.inf).argmax(axis=-1)
 
 
 def _stack(arrays):

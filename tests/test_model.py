@@ -1,0 +1,107 @@
+"""The whole Seq2Seq model: gradients for every option, masked attention, padding invariance."""
+import itertools
+
+import numpy
+import pytest
+
+import minis2s
+from minis2s import backend, checks, data
+from minis2s.loss import cross_entropy
+from conftest import assert_checked, host
+
+ATTENTION_OPTIONS = [("none", False), ("bahdanau", False), ("luong-dot", False), ("luong-dot", True),
+                     ("luong-general", False), ("luong-general", True)]
+GRID = [(cell, attention, feeding, bidirectional, context, ratio)
+        for cell, (attention, feeding), bidirectional, context, ratio in itertools.product(
+            ["rnn", "lstm", "gru"], ATTENTION_OPTIONS, [False, True], [False, True], [1.0, 0.5])
+        if not (attention == "luong-dot" and bidirectional)]   # dot needs query size == memory size
+
+
+@pytest.mark.parametrize("cell,attention,input_feeding,bidirectional,context_feeding,teacher_forcing", GRID)
+def test_whole_model_gradients(cell, attention, input_feeding, bidirectional, context_feeding, teacher_forcing):
+    """Every parameter (up to 12 sampled entries per tensor), float64, fourth-order central differences."""
+    errors = checks.check_seq2seq(cell, attention, bidirectional, input_feeding, context_feeding, teacher_forcing,
+                                  tgt_lengths=(2, 4, 3), seed=len(cell) + len(attention), max_elements=12)
+    assert_checked(errors)
+
+
+@pytest.mark.parametrize("options", [dict(num_layers=2, dropout=0.3), dict(reverse_source=True),
+                                     dict(bridge="zeros"), dict(label_smoothing=0.2),
+                                     dict(num_layers=2, bidirectional=True, bridge="zeros", context_feeding=True)])
+def test_model_options_gradients(options):
+    assert_checked(checks.check_seq2seq("lstm", "bahdanau", max_elements=12, **options))
+
+
+def test_gradients_on_the_active_backend(xp):
+    assert_checked(checks.check_seq2seq("gru", "luong-general", bidirectional=True, max_elements=6))
+
+
+def _pairs(rng, count, vocab=12):
+    src = [rng.integers(4, vocab, size=rng.integers(1, 7)).tolist() for _ in range(count)]
+    tgt = [rng.integers(4, vocab, size=rng.integers(1, 6)).tolist() for _ in range(count)]
+    return src, tgt
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong-dot", "luong-general"])
+def test_padded_source_positions_get_exactly_zero_weight(xp, attention):
+    model = minis2s.Seq2Seq(12, 12, cell="gru", attention=attention, emb_size=5, hidden_size=6)
+    src, tgt = _pairs(numpy.random.default_rng(0), 5)
+    batch = data.collate(src, tgt)
+    _, cache = model.forward(batch, train=False)
+    weights = host(cache.weights)                                      # (T, S, B)
+    real = host(batch.src) != data.PAD
+    assert (weights[:, ~real] == 0).all()
+    numpy.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell,attention,bidirectional", [("gru", "bahdanau", True), ("lstm", "luong-general", False),
+                                                          ("rnn", "none", True)])
+def test_padding_changes_no_sequence_loss_or_gradient(cell, attention, bidirectional):
+    """batch loss x N = sum of n_b x (loss alone); batch grads x N = sum of n_b x (grads alone)."""
+    rng = numpy.random.default_rng(3)
+    model = minis2s.Seq2Seq(12, 12, cell=cell, attention=attention, emb_size=4, hidden_size=5,
+                            bidirectional=bidirectional, dtype="float64", input_feeding=attention != "bahdanau"
+                            and attention != "none", context_feeding=True)
+    src, tgt = _pairs(rng, 4)
+    batch = data.collate(src, tgt)
+    total = model.loss_and_grads(batch) * batch.num_tokens
+    batch_grads = {k: v * batch.num_tokens for k, v in model.grads.items()}
+    summed_loss, summed = 0.0, {k: numpy.zeros_like(v) for k, v in model.grads.items()}
+    for s, t in zip(src, tgt):
+        alone = data.collate([s], [t])
+        summed_loss += model.loss_and_grads(alone) * alone.num_tokens
+        for k, v in model.grads.items():
+            summed[k] += v * alone.num_tokens
+    assert total == pytest.approx(summed_loss, rel=1e-12)
+    for k in summed:
+        numpy.testing.assert_allclose(batch_grads[k], summed[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_loss_is_deterministic_and_has_no_dropout():
+    model = minis2s.Seq2Seq(12, 12, emb_size=4, hidden_size=5, dropout=0.5)
+    batch = data.collate(*_pairs(numpy.random.default_rng(1), 3))
+    assert model.loss(batch) == model.loss(batch)
+    assert model.loss_and_grads(batch) != model.loss(batch)
+
+
+def test_parameter_names_follow_the_contract():
+    model = minis2s.Seq2Seq(10, 11, cell="lstm", attention="bahdanau", emb_size=4, hidden_size=5, bidirectional=True)
+    for name in ("encoder.weight_ih_l0", "encoder.weight_hh_l0_reverse", "decoder.attention.v",
+                 "decoder.rnn.weight_hh_l0", "decoder.out.weight", "src_embedding.weight", "bridge.h_l0.weight",
+                 "bridge.c_l0.weight"):
+        assert name in model.params and model.grads[name].shape == model.params[name].shape
+    assert model.params["decoder.out.weight"].shape == (11, 5)
+    assert model.params["encoder.weight_ih_l0"].dtype == numpy.float32
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="cell"):
+        minis2s.Seq2Seq(5, 5, cell="transformer")
+    with pytest.raises(ValueError, match="attention"):
+        minis2s.Seq2Seq(5, 5, attention="multihead")
+    with pytest.raises(ValueError, match="input_feeding"):
+        minis2s.Seq2Seq(5, 5, attention="bahdanau", input_feeding=True)
+    with pytest.raises(ValueError, match="luong-dot"):
+        minis2s.Seq2Seq(5, 5, attention="luong-dot", bidirectional=True)
+    with pytest.raises(ValueError, match="teacher_forcing"):
+        minis2s.Seq2Seq(5, 5, teacher_forcing=1.5)
