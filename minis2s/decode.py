@@ -1,0 +1,188 @@
+"""Decoding: greedy and beam search, one step at a time on the cache-free path (``Seq2Seq.step``).
+
+Greedy: y_t = argmax_v log p(v | y_<t, x), until <eos> or the length limit.
+
+Beam search, batched over sentences: each sentence keeps k partial translations (beams), B*k rows
+through the decoder at once. At each step every beam is extended by every word,
+
+    score(y_<=t) = score(y_<t) + log p(y_t | y_<t, x)              (the raw log-probability)
+
+and the k best of the k*V extensions of each sentence survive. An extension that ends in <eos>
+leaves the beam for the sentence's finished list, scored with a length normalisation:
+
+    none      score
+    avg       score / |y|                                           (the plain average)
+    gnmt      score / ((5 + |y|) / 6) ** alpha                      (Wu et al. 2016)
+
+(|y| counts the <eos>). A sentence is done when it has k finished translations, or at the length
+limit, where its live beams join the finished list. With k = 1 this is exactly greedy search.
+Options: min_length (no <eos> before), max_length (default 2 * source length + 10),
+block_ngram_repeat n (no n-gram twice in one translation), nbest (how many to return),
+replace_unk (an <unk> in the output becomes the source token the attention weighted most).
+<pad> and <bos> are never produced.
+"""
+from typing import NamedTuple
+
+import numpy
+
+from . import backend
+from .data import BOS, EOS, PAD, UNK, collate
+
+
+class Hypothesis(NamedTuple):
+    tokens: list              # output ids, without <eos>
+    score: float              # the normalised score used for ranking
+    logprob: float            # the raw sum of log-probabilities (with <eos> when it ended)
+    attention: object         # (len(tokens) + 1, S_b) numpy array, or None without attention
+
+
+def length_penalty(length, kind="gnmt", alpha=0.6):
+    if kind == "gnmt":
+        return ((5.0 + length) / 6.0) ** alpha
+    if kind == "avg":
+        return float(length)
+    if kind == "none":
+        return 1.0
+    raise ValueError(f"length normalisation must be 'gnmt', 'avg' or 'none', got {kind!r}")
+
+
+def _forbid(logp, step, min_length):
+    logp[:, PAD] = -numpy.inf
+    logp[:, BOS] = -numpy.inf
+    if step < min_length:
+        logp[:, EOS] = -numpy.inf
+    return logp
+
+
+def _limits(src_lengths, max_length):
+    lengths = backend.to_numpy(src_lengths)
+    return numpy.full(len(lengths), max_length) if max_length else 2 * lengths + 10
+
+
+def greedy(model, src_seqs, max_length=None, min_length=0):
+    """src_seqs: lists of source ids -> one Hypothesis per sentence."""
+    return [hypotheses[0] for hypotheses in beam_search(model, src_seqs, beam_size=1, max_length=max_length,
+                                                        min_length=min_length, normalize="none")]
+
+
+def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
+                alpha=0.6, block_ngram_repeat=0, replace_unk=False):
+    """src_seqs: lists of source ids -> per sentence a list of ``nbest`` Hypothesis, best first."""
+    if beam_size < 1 or nbest < 1 or nbest > beam_size:
+        raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+    xp = backend.xp()
+    batch = collate(src_seqs)
+    size, k = len(src_seqs), beam_size
+    encoded, state, feed = model.start(batch.src, batch.src_lengths)
+    # every sentence's rows repeated k times: row b*k + j is beam j of sentence b
+    rows = xp.repeat(xp.arange(size), k)
+    encoded = encoded._replace(memory=encoded.memory[:, rows], mask=encoded.mask[:, rows],
+                               projected=None if encoded.projected is None else encoded.projected[:, rows],
+                               context_vector=None if encoded.context_vector is None
+                               else encoded.context_vector[rows])
+    state = tuple(s[:, rows] for s in state)
+    feed = None if feed is None else feed[rows]
+    limits = _limits(batch.src_lengths, max_length)
+    src_host = backend.to_numpy(batch.src)
+    src_lengths = backend.to_numpy(batch.src_lengths)
+
+    scores = numpy.full((size, k), -numpy.inf)
+    scores[:, 0] = 0.0                                   # one live beam to start with
+    tokens = xp.full((size * k,), BOS, dtype=xp.int64)
+    history_tokens, history_back, history_attention = [], [], []
+    finished = [[] for _ in range(size)]
+    done = numpy.zeros(size, dtype=bool)
+    vocab = None
+    for step in range(int(limits.max())):
+        logp, state, feed, weights = model.step(tokens, state, feed, encoded)
+        logp = _forbid(backend.to_numpy(logp).astype(numpy.float64), step, min_length)
+        vocab = logp.shape[1]
+        if block_ngram_repeat:
+            _block_repeats(logp, history_tokens, history_back, block_ngram_repeat, k)
+        candidates = (scores.reshape(-1, 1) + logp).reshape(size, k * vocab)
+        candidates[done] = -numpy.inf
+        best = numpy.argsort(-candidates, axis=1, kind="stable")[:, :k]          # (B, k) best extensions
+        best_scores = numpy.take_along_axis(candidates, best, axis=1)
+        back, words = best // vocab, best % vocab
+        history_tokens.append(words)
+        history_back.append(back)
+        history_attention.append(None if weights is None else backend.to_numpy(weights).T.reshape(size, k, -1))
+        scores = best_scores.copy()
+        for b in range(size):
+            if done[b]:
+                continue
+            for j in range(k):
+                if not numpy.isfinite(best_scores[b, j]):
+                    continue
+                ended = words[b, j] == EOS
+                if ended or step + 1 >= limits[b]:
+                    finished[b].append(_backtrack(history_tokens, history_back, history_attention, b, j,
+                                                  best_scores[b, j], ended, normalize, alpha))
+                    scores[b, j] = -numpy.inf                                       # the slot is free again
+            if len(finished[b]) >= k or step + 1 >= limits[b]:
+                done[b] = True
+        if done.all():
+            break
+        flat = (numpy.arange(size)[:, None] * k + back).reshape(-1)
+        flat_device = backend.asarray(flat)
+        state = tuple(s[:, flat_device] for s in state)
+        feed = None if feed is None else feed[flat_device]
+        tokens = backend.asarray(words.reshape(-1))
+
+    results = []
+    for b in range(size):
+        ranked = sorted(finished[b], key=lambda h: -h.score)[:nbest]
+        if replace_unk:
+            ranked = [_replace_unk(h, src_host[:src_lengths[b], b]) for h in ranked]
+        results.append(ranked)
+    return results
+
+
+def _backtrack(history_tokens, history_back, history_attention, b, j, logprob, ended, normalize, alpha):
+    """Follow the back-pointers from beam j of sentence b at the last step to the first."""
+    words, rows = [], []
+    for t in reversed(range(len(history_tokens))):
+        words.append(int(history_tokens[t][b, j]))
+        if history_attention[t] is not None:
+            rows.append(history_attention[t][b, history_back[t][b, j]])
+        j = history_back[t][b, j]
+    words.reverse()
+    rows.reverse()
+    length = len(words)
+    if ended:
+        words = words[:-1]
+    attention = numpy.stack(rows) if rows else None
+    return Hypothesis(words, float(logprob) / length_penalty(length, normalize, alpha), float(logprob), attention)
+
+
+def _block_repeats(logp, history_tokens, history_back, n, k):
+    """Forbid any word that would complete an n-gram already in the beam's own translation."""
+    if len(history_tokens) < n - 1:
+        return
+    size = len(history_tokens[0]) if history_tokens else 0
+    for b in range(size):
+        for j in range(k):
+            row = b * k + j
+            if not numpy.isfinite(logp[row]).any():
+                continue
+            words, jj = [], j
+            for t in reversed(range(len(history_tokens))):
+                words.append(int(history_tokens[t][b, jj]))
+                jj = history_back[t][b, jj]
+            words.reverse()
+            if len(words) < n - 1:
+                continue
+            prefix = tuple(words[len(words) - n + 1:]) if n > 1 else ()
+            for i in range(len(words) - n + 1):
+                if tuple(words[i:i + n - 1]) == prefix:
+                    logp[row, words[i + n - 1]] = -numpy.inf
+
+
+def _replace_unk(hypothesis, source_ids):
+    """Each <unk> output becomes a marker for the source position the attention weighted most:
+    returned as a negative id -(position + 1), which ``Vocab.decode`` turns into that source token."""
+    if hypothesis.attention is None or UNK not in hypothesis.tokens:
+        return hypothesis
+    replaced = [(-(int(hypothesis.attention[t, :len(source_ids)].argmax()) + 1) if word == UNK else word)
+                for t, word in enumerate(hypothesis.tokens)]
+    return hypothesis._replace(tokens=replaced)

@@ -1,0 +1,159 @@
+"""Optimisers, gradient clipping and learning-rate schedules. State is plain arrays.
+
+Every update runs in place on the parameter arrays (which the model's dicts share).
+g is a gradient, p a parameter, lr the learning rate, wd the weight decay (an L2 term added
+to the gradient, as in PyTorch's SGD and Adam):
+
+SGD with momentum (PyTorch's form)
+    g  = g + wd p
+    b  = mu b + g                       (b = g at the first step)
+    p  = p - lr b                       (Nesterov: p = p - lr (g + mu b))
+
+Adam (Kingma & Ba 2015, bias-corrected)
+    g  = g + wd p
+    m  = beta1 m + (1 - beta1) g        v = beta2 v + (1 - beta2) g^2
+    m^ = m / (1 - beta1^t)              v^ = v / (1 - beta2^t)
+    p  = p - lr m^ / (sqrt(v^) + eps)
+
+Global-norm clipping: n = sqrt(sum over all tensors of sum g^2); if n > c, every g *= c / n.
+"""
+import math
+
+from . import backend
+
+
+class Optimizer:
+    def __init__(self, params, grads, lr):
+        if lr <= 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        self.params, self.grads, self.lr = params, grads, lr
+        self.steps = 0
+
+    def state_dict(self):
+        """{'steps': int, 'lr': float, '<slot>.<param name>': array}."""
+        state = {"steps": self.steps, "lr": self.lr}
+        for slot in self.slots:
+            for name, array in getattr(self, slot).items():
+                state[f"{slot}.{name}"] = backend.to_numpy(array)
+        return state
+
+    def load_state_dict(self, state):
+        self.steps, self.lr = int(state["steps"]), float(state["lr"])
+        for slot in self.slots:
+            for name, array in getattr(self, slot).items():
+                array[...] = backend.asarray(state[f"{slot}.{name}"], dtype=array.dtype)
+
+
+class SGD(Optimizer):
+    slots = ("momentum_buffer",)
+
+    def __init__(self, params, grads, lr=0.1, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, grads, lr)
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+        xp = backend.xp()
+        self.momentum_buffer = {name: xp.zeros_like(p) for name, p in params.items()} if momentum else {}
+
+    def step(self):
+        self.steps += 1
+        for name, p in self.params.items():
+            g = self.grads[name]
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            if self.momentum:
+                buffer = self.momentum_buffer[name]
+                if self.steps == 1:
+                    buffer[...] = g
+                else:
+                    buffer *= self.momentum
+                    buffer += g
+                g = g + self.momentum * buffer if self.nesterov else buffer
+            p -= self.lr * g
+
+
+class Adam(Optimizer):
+    slots = ("m", "v")
+
+    def __init__(self, params, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, grads, lr)
+        self.beta1, self.beta2 = betas
+        self.eps, self.weight_decay = eps, weight_decay
+        xp = backend.xp()
+        self.m = {name: xp.zeros_like(p) for name, p in params.items()}
+        self.v = {name: xp.zeros_like(p) for name, p in params.items()}
+
+    def step(self):
+        self.steps += 1
+        xp = backend.xp()
+        correction1 = 1 - self.beta1 ** self.steps
+        correction2 = 1 - self.beta2 ** self.steps
+        step_size = self.lr / correction1
+        for name, p in self.params.items():
+            g = self.grads[name]
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            m, v = self.m[name], self.v[name]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            # p -= lr * (m / c1) / (sqrt(v / c2) + eps)
+            p -= step_size * m / (xp.sqrt(v) / math.sqrt(correction2) + self.eps)
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale all gradients together so that their global L2 norm is at most max_norm; returns the norm before."""
+    total = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    if max_norm and total > max_norm:
+        scale = max_norm / (total + 1e-12)
+        for g in grads.values():
+            g *= scale
+    return total
+
+
+# ----------------------------------------------------------------------------- learning-rate schedules
+
+class Schedule:
+    """Sets ``optimizer.lr`` from a base rate: warm-up by step, then step decay or reduce-on-plateau by epoch.
+
+    warmup_steps w:      lr = base * min(1, step / w)                   (linear warm-up)
+    decay_every k, gamma: lr = base * gamma ** (epoch // k)             (step decay)
+    plateau_patience n:  lr *= factor when the validation loss has not improved by more than
+                         ``threshold`` (relative) for n epochs in a row (reduce-on-plateau), never below min_lr
+    """
+
+    def __init__(self, optimizer, warmup_steps=0, decay_every=0, gamma=0.5, plateau_patience=0, factor=0.5,
+                 threshold=1e-4, min_lr=0.0):
+        self.optimizer, self.base = optimizer, optimizer.lr
+        self.warmup_steps, self.decay_every, self.gamma = warmup_steps, decay_every, gamma
+        self.plateau_patience, self.factor, self.threshold, self.min_lr = plateau_patience, factor, threshold, min_lr
+        self.plateau_scale, self.best, self.bad_epochs, self.epoch = 1.0, math.inf, 0, 0
+
+    def rate(self, step):
+        warm = min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0
+        decay = self.gamma ** (self.epoch // self.decay_every) if self.decay_every else 1.0
+        return max(self.base * warm * decay * self.plateau_scale, self.min_lr)
+
+    def on_step(self, step):
+        self.optimizer.lr = self.rate(step)
+
+    def on_epoch_end(self, epoch, valid_loss=None):
+        self.epoch = epoch
+        if self.plateau_patience and valid_loss is not None:
+            if valid_loss < self.best * (1 - self.threshold):
+                self.best, self.bad_epochs = valid_loss, 0
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs >= self.plateau_patience:
+                    self.plateau_scale *= self.factor
+                    self.bad_epochs = 0
+
+    def state_dict(self):
+        return {"plateau_scale": self.plateau_scale, "best": self.best, "bad_epochs": self.bad_epochs,
+                "epoch": self.epoch}
+
+    def load_state_dict(self, state):
+        self.plateau_scale, self.best = float(state["plateau_scale"]), float(state["best"])
+        self.bad_epochs, self.epoch = int(state["bad_epochs"]), int(state["epoch"])

@@ -1,0 +1,275 @@
+"""The training loop: batches, updates, validation, early stopping, checkpoints, resume.
+
+One step:  model.loss_and_grads(batch) -> clip the global gradient norm -> learning rate from the
+schedule -> optimiser step. One epoch: every training pair once, in shuffled, length-bucketed
+batches (pairs of similar length share a batch, so little compute goes to padding); then the
+validation loss (mean per target token) and perplexity exp(loss).
+
+Determinism: every random choice is derived from the seed and the position, not from a generator
+that runs on: the epoch's batch order from (seed, epoch), the step's dropout masks and teacher-
+forcing coins from (seed, step). A run resumed from a checkpoint therefore takes the same batches
+and draws the same masks as one that was never interrupted, and gives the same losses step by step.
+
+Scheduled sampling (Bengio et al. 2015): the probability of feeding the reference token at step i is
+
+    constant         r                                  (the model's ``teacher_forcing``)
+    linear           max(floor, 1 - i / k)
+    exponential      max(floor, k ** i)                 (k < 1)
+    inverse-sigmoid  max(floor, k / (k + exp(i / k)))   (k >= 1)
+"""
+import dataclasses
+import math
+import os
+import time
+
+import numpy
+
+from . import backend, checkpoint
+from .data import collate
+from .optim import OPTIMIZERS, Schedule, clip_grad_norm
+
+SCHEDULES = ("constant", "linear", "exponential", "inverse-sigmoid")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN or infinite loss); the message says where and what was kept."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip: float = 1.0                   # global gradient-norm limit; 0 turns clipping off
+    warmup_steps: int = 0
+    decay_every: int = 0                # epochs between learning-rate step decays; 0: none
+    decay_gamma: float = 0.5
+    plateau_patience: int = 0           # reduce-on-plateau after this many epochs without improvement; 0: off
+    early_stopping: int = 0             # stop after this many epochs without improvement; 0: off
+    schedule: str = "constant"          # teacher forcing: constant | linear | exponential | inverse-sigmoid
+    schedule_k: float = 0.0             # the schedule's k (0: a default for the kind)
+    schedule_floor: float = 0.0
+    seed: int = 0
+    time_limit: float = 0.0             # seconds of training before stopping at the next step; 0: none
+    checkpoint_every: int = 0           # steps between checkpoints within an epoch; 0: at epoch ends only
+    bucket: bool = True
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def teacher_forcing_ratio(config, base_ratio, step):
+    """The probability of feeding the reference token at training step ``step`` (see the module docstring)."""
+    kind, floor = config.schedule, config.schedule_floor
+    if kind == "constant":
+        return base_ratio
+    if kind == "linear":
+        k = config.schedule_k or 10_000
+        return max(floor, 1.0 - step / k)
+    if kind == "exponential":
+        k = config.schedule_k or 0.9995
+        return max(floor, k ** step)
+    k = config.schedule_k or 1_000
+    return max(floor, k / (k + math.exp(min(step / k, 700.0))))
+
+
+def make_batches(pairs, batch_size, seed, epoch, bucket=True):
+    """Index lists, one per batch: shuffled by (seed, epoch); with ``bucket``, sorted by length within
+    pools of 50 batches, so each batch holds pairs of similar length, and the batches then shuffled."""
+    rng = numpy.random.default_rng([seed, epoch])
+    order = rng.permutation(len(pairs))
+    batches = []
+    pool = batch_size * 50 if bucket else batch_size
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        if bucket:
+            chunk = sorted(chunk, key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
+        batches += [list(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))] if bucket else batches
+
+
+def batch_of(pairs, indices):
+    return collate([pairs[i][0] for i in indices], [pairs[i][1] for i in indices])
+
+
+def evaluate_loss(model, pairs, batch_size=128):
+    """Mean cross-entropy per target token over ``pairs`` (no dropout, reference inputs)."""
+    total, tokens = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        indices = range(start, min(start + batch_size, len(pairs)))
+        batch = batch_of(pairs, indices)
+        count = batch.num_tokens
+        total += model.loss(batch) * count
+        tokens += count
+    return total / max(tokens, 1)
+
+
+class Trainer:
+    """Trains ``model`` on (source ids, target ids) pairs; writes ``last.npz`` and ``best.npz`` to ``out_dir``."""
+
+    def __init__(self, model, train_pairs, valid_pairs, config, out_dir=None, meta=None, evaluate=None,
+                 progress=True, log=print):
+        if not train_pairs:
+            raise ValueError("no training pairs")
+        self.model, self.train_pairs, self.valid_pairs = model, train_pairs, valid_pairs
+        self.config, self.out_dir, self.meta = config, out_dir, dict(meta or {})
+        self.evaluate, self.progress, self.log = evaluate, progress, log
+        self.optimizer = OPTIMIZERS[config.optimizer](model.params, model.grads, lr=config.lr,
+                                                      weight_decay=config.weight_decay,
+                                                      **({"momentum": config.momentum} if config.optimizer == "sgd"
+                                                         else {}))
+        self.schedule = Schedule(self.optimizer, config.warmup_steps, config.decay_every, config.decay_gamma,
+                                 config.plateau_patience)
+        self.base_ratio = model.teacher_forcing
+        self.epoch, self.batch_index, self.step = 0, 0, 0
+        self.history, self.step_losses = [], []
+        self.best_loss, self.bad_epochs = math.inf, 0
+        self.elapsed = 0.0
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def path(self, name):
+        return os.path.join(self.out_dir, name) if self.out_dir else None
+
+    def save(self, name="last.npz"):
+        if not self.out_dir:
+            return
+        position = dict(epoch=self.epoch, batch_index=self.batch_index, step=self.step, best_loss=self.best_loss,
+                        bad_epochs=self.bad_epochs, elapsed=self.elapsed, schedule=self.schedule.state_dict())
+        meta = dict(self.meta, model=self.model.config, train=dataclasses.asdict(self.config), position=position,
+                    history=self.history,
+                    random=("derived: batch order from default_rng([seed, epoch]); dropout and teacher-forcing "
+                            "coins from model.reseed(seed * 1000003 + step)"))
+        checkpoint.save(self.path(name), self.model.state_dict(), meta, self.optimizer.state_dict())
+
+    def restore(self, path):
+        """Load parameters, optimiser state and training position from a checkpoint written by ``save``."""
+        params, meta, optimizer_state = checkpoint.load(path)
+        self.model.load_state_dict(params, where=path)
+        self.optimizer.load_state_dict(optimizer_state)
+        position = meta["position"]
+        self.epoch, self.batch_index, self.step = position["epoch"], position["batch_index"], position["step"]
+        self.best_loss, self.bad_epochs = position["best_loss"], position["bad_epochs"]
+        self.elapsed = position.get("elapsed", 0.0)
+        self.schedule.load_state_dict(position["schedule"])
+        self.history = meta.get("history", [])
+        return meta
+
+    # ------------------------------------------------------------------ the loop
+
+    def train_step(self, batch):
+        config, model = self.config, self.model
+        model.reseed(config.seed * 1_000_003 + self.step)
+        ratio = teacher_forcing_ratio(config, self.base_ratio, self.step)
+        loss = model.loss_and_grads(batch, teacher_forcing=ratio)
+        if not math.isfinite(loss):
+            kept = f"; the last good checkpoint is {self.path('last.npz')}" if self.out_dir else ""
+            raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {self.step + 1} "
+                                f"(try a lower --lr or --clip){kept}")
+        if config.clip:
+            clip_grad_norm(model.grads, config.clip)
+        self.schedule.on_step(self.step + 1)
+        self.optimizer.step()
+        self.step += 1
+        self.step_losses.append(loss)
+        return loss
+
+    def run(self):
+        """Train until the epochs, the time limit or early stopping end it. Returns the history (a list of
+        per-epoch dicts). Ctrl-C saves ``last.npz`` at the current position and returns (``interrupted``)."""
+        self.interrupted = False
+        try:
+            self._run()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.save()
+            self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step}: saved {self.path('last.npz')}")
+        return self.history
+
+    def _run(self):
+        config = self.config
+        started = time.perf_counter() - self.elapsed
+        while self.epoch < config.epochs:
+            batches = make_batches(self.train_pairs, config.batch_size, config.seed, self.epoch, config.bucket)
+            bar = self._bar(len(batches))
+            tokens, window_start = 0, time.perf_counter()
+            while self.batch_index < len(batches):
+                batch = batch_of(self.train_pairs, batches[self.batch_index])
+                loss = self.train_step(batch)
+                self.batch_index += 1
+                tokens += batch.num_tokens
+                self.elapsed = time.perf_counter() - started
+                if bar is not None:
+                    rate = tokens / max(time.perf_counter() - window_start, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", lr=f"{self.optimizer.lr:.2g}")
+                    bar.update(1)
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self.save()
+                if config.time_limit and self.elapsed >= config.time_limit:
+                    break
+            if bar is not None:
+                bar.close()
+            stop_for_time = bool(config.time_limit and self.elapsed >= config.time_limit)
+            finished_epoch = self.batch_index >= len(batches)
+            if finished_epoch:
+                self.epoch, self.batch_index = self.epoch + 1, 0
+            improved = self._end_epoch(tokens, window_start, partial=not finished_epoch)
+            if stop_for_time:
+                self.log(f"time limit of {config.time_limit:.0f} s reached after {self.step} steps")
+                break
+            if config.early_stopping and not improved and self.bad_epochs >= config.early_stopping:
+                self.log(f"early stopping: no improvement for {self.bad_epochs} epochs")
+                break
+        if self.out_dir and os.path.exists(self.path("best.npz")):
+            params, _, _ = checkpoint.load(self.path("best.npz"))
+            self.model.load_state_dict(params, where=self.path("best.npz"))
+
+    def _end_epoch(self, tokens, window_start, partial):
+        seconds = time.perf_counter() - window_start
+        record = dict(epoch=self.epoch if not partial else self.epoch + 0.5, step=self.step,
+                      train_loss=float(numpy.mean(self.step_losses[-50:])) if self.step_losses else None,
+                      tokens_per_s=tokens / max(seconds, 1e-9), elapsed=self.elapsed, lr=self.optimizer.lr)
+        improved = False
+        if self.valid_pairs:
+            valid = evaluate_loss(self.model, self.valid_pairs)
+            record.update(valid_loss=valid, valid_ppl=math.exp(min(valid, 700.0)))
+            improved = valid < self.best_loss
+            if improved:
+                self.best_loss, self.bad_epochs = valid, 0
+            else:
+                self.bad_epochs += 1
+            self.schedule.on_epoch_end(self.epoch, valid)
+        else:
+            self.schedule.on_epoch_end(self.epoch)
+        if self.evaluate is not None:
+            record.update(self.evaluate(self.model))
+        self.history.append(record)
+        self.log("epoch {epoch}: step {step}, train loss {train}, valid loss {valid}, ppl {ppl}, {rate:,.0f} tok/s"
+                 .format(epoch=record["epoch"], step=self.step, train=_fmt(record["train_loss"]),
+                         valid=_fmt(record.get("valid_loss")), ppl=_fmt(record.get("valid_ppl")),
+                         rate=record["tokens_per_s"])
+                 + "".join(f", {k} {_fmt(v)}" for k, v in record.items() if k.startswith("valid_bleu")))
+        if improved or not self.valid_pairs:
+            self.save("best.npz")
+        self.save()
+        return improved
+
+    def _bar(self, total):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, initial=self.batch_index, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                    unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _fmt(value):
+    return "-" if value is None else f"{value:.4g}"
