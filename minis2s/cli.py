@@ -1,8 +1,24 @@
-"""The ``minis2s`` command line: argument parsing and printing only."""
+"""The ``minis2s`` command line: argument parsing and printing only.
+
+    minis2s train [--data PAIRS.tsv] --out DIR [model and training options]
+    minis2s translate --model DIR [--beam K] [--nbest N] [TEXT ...]
+    minis2s evaluate --model DIR --data PAIRS.tsv [--beam K] [--json]
+    minis2s gradcheck
+    minis2s bench
+"""
 import argparse
+import json
+import os
 import sys
+import time
 
 from . import backend
+
+DEFAULT_DATA = "eng-fra"
+
+
+class UsageError(ValueError):
+    """A bad argument: the message names it."""
 
 
 def _add_backend(parser):
@@ -10,10 +26,318 @@ def _add_backend(parser):
                         help="array backend (default: $MINIS2S_BACKEND or numpy)")
 
 
+def _use_backend(args):
+    if getattr(args, "backend", None):
+        backend.use(args.backend)
+
+
+def _seconds(text):
+    """'600', '600s', '10m', '1.5h' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 600, 90s, 10m, 1h)") from None
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+# ----------------------------------------------------------------------------- train
+
+def add_train(commands):
+    parser = commands.add_parser(
+        "train", help="train a translator (default: the bundled English->French corpus)",
+        description="Train a Seq2Seq translator. With no --data, the bundled English->French Tatoeba pairs "
+                    "(<= 10 words a side); the defaults (GRU + Bahdanau attention, 256/256, batch 64, Adam 1e-3, "
+                    "clip 1, 10 minutes) give recognisable translations of short sentences on 2 CPU cores. "
+                    "Writes DIR/model.npz (best), DIR/last.npz (for --resume), DIR/test.tsv, DIR/history.json.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", default=None,
+                      help="PAIRS.tsv (source<TAB>target, UTF-8, .gz allowed) or a bundled name: eng-fra, fra-eng, "
+                           "cmn-eng, eng-cmn, toy:copy, toy:reverse, toy:sort, toy:addition, toy:dates "
+                           f"(default {DEFAULT_DATA})")
+    data.add_argument("--out", required=True, help="output folder for checkpoints and results")
+    data.add_argument("--max-len", type=int, default=10, help="drop pairs with a side longer than this (tokens)")
+    data.add_argument("--min-freq", type=int, default=3, help="vocabulary: tokens seen fewer times become <unk>")
+    data.add_argument("--max-vocab", type=int, default=None, help="vocabulary: at most this many tokens a side")
+    data.add_argument("--no-lowercase", action="store_true", help="keep the case of the text")
+    data.add_argument("--src-tokenizer", choices=("auto", "word", "char"), default="auto")
+    data.add_argument("--tgt-tokenizer", choices=("auto", "word", "char"), default="auto")
+    data.add_argument("--valid-size", type=int, default=1000, help="held-out pairs for validation")
+    data.add_argument("--test-size", type=int, default=1000, help="held-out pairs for the final test")
+    model = parser.add_argument_group("model (Seq2Seq's constructor, in kebab case)")
+    model.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="gru")
+    model.add_argument("--attention", choices=("none", "bahdanau", "luong-dot", "luong-general"), default="bahdanau")
+    model.add_argument("--emb-size", type=_positive(int), default=256)
+    model.add_argument("--hidden-size", type=_positive(int), default=256)
+    model.add_argument("--num-layers", type=_positive(int), default=1)
+    model.add_argument("--bidirectional", action="store_true")
+    model.add_argument("--dropout", type=float, default=0.0)
+    model.add_argument("--teacher-forcing", type=float, default=1.0, help="probability of feeding the reference token")
+    model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    model.add_argument("--bridge", choices=("final", "zeros"), default="final")
+    model.add_argument("--input-feeding", action="store_true", help="Luong input feeding")
+    model.add_argument("--context-feeding", action="store_true", help="feed the context vector at every step")
+    model.add_argument("--reverse-source", action="store_true", help="reverse the source (Sutskever et al. 2014)")
+    model.add_argument("--label-smoothing", type=float, default=0.0)
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=_positive(int), default=30)
+    training.add_argument("--batch-size", type=_positive(int), default=64)
+    training.add_argument("--lr", type=_positive(float), default=1e-3)
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    training.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    training.add_argument("--weight-decay", type=float, default=0.0)
+    training.add_argument("--clip", type=float, default=1.0, help="global gradient-norm limit (0: off)")
+    training.add_argument("--warmup-steps", type=int, default=0)
+    training.add_argument("--decay-every", type=int, default=0, help="halve (--decay-gamma) the lr every N epochs")
+    training.add_argument("--decay-gamma", type=float, default=0.5)
+    training.add_argument("--plateau-patience", type=int, default=0, help="reduce the lr after N epochs w/o progress")
+    training.add_argument("--early-stopping", type=int, default=0, help="stop after N epochs without improvement")
+    training.add_argument("--schedule", choices=("constant", "linear", "exponential", "inverse-sigmoid"),
+                          default="constant", help="scheduled sampling: how teacher forcing decays")
+    training.add_argument("--schedule-k", type=float, default=0.0)
+    training.add_argument("--time-limit", type=_seconds, default=600.0,
+                          help="stop training after this long (600, 90s, 10m, 1h; 0: no limit; default 10m)")
+    training.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: epochs)")
+    training.add_argument("--resume", action="store_true", help="continue the run saved in --out (last.npz)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--beam", type=_positive(int), default=4, help="beam size for the final test")
+    output.add_argument("--samples", type=int, default=5, help="sample translations to print")
+    output.add_argument("--valid-bleu", type=int, default=200,
+                        help="validation pairs translated (greedy) for BLEU each epoch (0: none)")
+    output.add_argument("--plot", action="store_true", help="write training curves and an attention heatmap (PNG)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_backend(parser)
+    parser.set_defaults(run=cmd_train)
+
+
+def _load_text_pairs(spec):
+    from . import datasets
+    from .data import DataError, read_pairs
+    name = spec or DEFAULT_DATA
+    if os.path.exists(name):
+        return read_pairs(name)
+    try:
+        return datasets.load(name)
+    except KeyError:
+        raise DataError(f"--data {name}: no such file, and not a bundled name ({', '.join(datasets.names())})") \
+            from None
+
+
+def cmd_train(args):
+    from . import data, metrics
+    from .decode import greedy
+    from .model import Seq2Seq
+    from .train import Trainer, TrainConfig
+    from .translator import Translator
+    _use_backend(args)
+    last = os.path.join(args.out, "last.npz")
+    options = vars(args)
+    if args.resume:
+        from . import checkpoint
+        _, meta, _ = checkpoint.load(last)
+        saved = meta["cli"]
+        for key, value in saved.items():              # the run continues with its own settings
+            if key not in ("resume", "no_progress", "plot", "backend", "epochs", "time_limit"):
+                options[key] = value
+        args = argparse.Namespace(**options)
+    elif os.path.exists(last):
+        raise UsageError(f"--out {args.out}: a run is already saved there (use --resume, or another --out)")
+
+    started = time.perf_counter()
+    pairs = _load_text_pairs(args.data)
+    corpus = data.prepare(pairs, args.src_tokenizer, args.tgt_tokenizer, not args.no_lowercase, args.max_len,
+                          args.min_freq, args.max_vocab, args.valid_size, args.test_size, args.seed)
+    print(f"data: {args.data or DEFAULT_DATA}: {len(corpus.train):,} training, {len(corpus.valid):,} validation, "
+          f"{len(corpus.test):,} test pairs; vocabularies {len(corpus.src_vocab):,} / {len(corpus.tgt_vocab):,}",
+          flush=True)
+    model = Seq2Seq(len(corpus.src_vocab), len(corpus.tgt_vocab), cell=args.cell, attention=args.attention,
+                    emb_size=args.emb_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                    bidirectional=args.bidirectional, dropout=args.dropout, teacher_forcing=args.teacher_forcing,
+                    dtype=args.dtype, seed=args.seed, bridge=args.bridge, input_feeding=args.input_feeding,
+                    context_feeding=args.context_feeding, reverse_source=args.reverse_source,
+                    label_smoothing=args.label_smoothing)
+    translator = Translator(model, corpus.src_vocab, corpus.tgt_vocab, corpus.src_tokenizer, corpus.tgt_tokenizer)
+    print(f"model: {args.cell} + {args.attention} attention, {model.num_params():,} parameters, "
+          f"backend {backend.name()}", flush=True)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                         momentum=args.momentum, weight_decay=args.weight_decay, clip=args.clip,
+                         warmup_steps=args.warmup_steps, decay_every=args.decay_every, decay_gamma=args.decay_gamma,
+                         plateau_patience=args.plateau_patience, early_stopping=args.early_stopping,
+                         schedule=args.schedule, schedule_k=args.schedule_k, seed=args.seed,
+                         time_limit=args.time_limit, checkpoint_every=args.checkpoint_every)
+    valid_text = None
+    if args.valid_bleu and corpus.valid:
+        # the same held-out pairs, as text, for a BLEU curve (greedy, cheap)
+        valid_text = _valid_text(pairs, corpus, args)[:args.valid_bleu]
+
+    def validation_bleu(trained):
+        sources = [corpus.src_vocab.encode(corpus.src_tokenizer.tokenize(s)) for s, _ in valid_text]
+        outputs = [corpus.tgt_tokenizer.detokenize(corpus.tgt_vocab.decode(h.tokens)) for h in greedy(trained, sources)]
+        tokenize = "zh" if corpus.tgt_tokenizer.kind == "char" else "13a"
+        return {"valid_bleu": metrics.bleu(outputs, [t for _, t in valid_text], tokenize)}
+
+    cli_meta = {key: value for key, value in vars(args).items() if key != "run"}
+    trainer = Trainer(model, corpus.train, corpus.valid, config, out_dir=args.out,
+                      meta=dict(translator.meta(), cli=cli_meta), evaluate=validation_bleu if valid_text else None,
+                      progress=not args.no_progress)
+    if args.resume:
+        trainer.restore(last)
+        print(f"resumed from {last} at epoch {trainer.epoch + 1}, step {trainer.step}", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "test.tsv"), "w", encoding="utf-8") as stream:
+        stream.writelines(f"{s}\t{t}\n" for s, t in corpus.test_text)
+    trainer.run()
+    with open(os.path.join(args.out, "history.json"), "w", encoding="utf-8") as stream:
+        json.dump(trainer.history, stream, indent=1)
+    if trainer.interrupted:
+        print(f"stopped; continue with: minis2s train --out {args.out} --resume")
+        return 130
+    trained_for = trainer.elapsed
+    print(f"trained {trainer.step:,} steps in {trained_for / 60:.1f} min; best validation loss "
+          f"{trainer.best_loss:.3f} (perplexity {metrics.perplexity(trainer.best_loss):.1f})", flush=True)
+
+    if corpus.test_text:
+        scores, hypotheses = translator.evaluate(corpus.test_text, beam_size=args.beam)
+        for (source, reference), output in list(zip(corpus.test_text, hypotheses))[:args.samples]:
+            print(f"  {source}\n    -> {output}\n    (reference: {reference})")
+        print(f"test ({len(corpus.test_text):,} held-out pairs, beam {args.beam}): BLEU {scores['bleu']:.1f}, "
+              f"chrF {scores['chrf']:.1f}, exact match {scores['exact_match']:.1f}%, "
+              f"perplexity {scores['perplexity']:.2f}")
+        with open(os.path.join(args.out, "test_scores.json"), "w", encoding="utf-8") as stream:
+            json.dump(dict(scores, train_seconds=trained_for, steps=trainer.step), stream, indent=1)
+    if args.plot:
+        from . import plots
+        plots.training_curves(trainer.history, os.path.join(args.out, "training_curves.png"))
+        if corpus.test_text and model.attention != "none":
+            _heatmap(translator, corpus.test_text[0][0], os.path.join(args.out, "attention.png"), args.beam)
+        print(f"pictures: {args.out}/training_curves.png" + (", attention.png" if model.attention != "none" else ""))
+    print(f"total {(time.perf_counter() - started) / 60:.1f} min; translate with: minis2s translate --model {args.out}")
+    return 0
+
+
+def _valid_text(pairs, corpus, args):
+    """The validation pairs as text (prepare keeps only the test text): re-derived from the same split."""
+    from .data import split_by_source
+    kept = []
+    for source, target in pairs:
+        s, t = corpus.src_tokenizer.tokenize(source), corpus.tgt_tokenizer.tokenize(target)
+        if s and t and (not args.max_len or (len(s) <= args.max_len and len(t) <= args.max_len)):
+            kept.append((source, target))
+    _, valid, _ = split_by_source(kept, min(args.valid_size, len(kept) // 10), min(args.test_size, len(kept) // 10),
+                                  args.seed)
+    return [kept[i] for i in valid]
+
+
+def _heatmap(translator, text, path, beam):
+    from . import plots
+    translation, _, attention, source_tokens, words = translator.translate([text], beam_size=beam)[0][0]
+    plots.attention_heatmap(source_tokens, words, attention, path, title=f"{text} -> {translation}")
+
+
+# ----------------------------------------------------------------------------- translate / evaluate
+
+def _decode_options(parser):
+    parser.add_argument("--beam", type=_positive(int), default=4, help="beam size (1: greedy)")
+    parser.add_argument("--max-length", type=_positive(int), default=None,
+                        help="longest output (default 2 x source + 10)")
+    parser.add_argument("--min-length", type=int, default=0, help="no <eos> before this many tokens")
+    parser.add_argument("--length-penalty", choices=("gnmt", "avg", "none"), default="gnmt")
+    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty exponent")
+    parser.add_argument("--block-ngram-repeat", type=int, default=0, help="no n-gram of this size twice (0: off)")
+    parser.add_argument("--no-replace-unk", action="store_true", help="keep <unk> instead of copying from the source")
+
+
+def _decoding(args):
+    return dict(beam_size=args.beam, max_length=args.max_length, min_length=args.min_length,
+                normalize=args.length_penalty, alpha=args.alpha, block_ngram_repeat=args.block_ngram_repeat,
+                replace_unk=not args.no_replace_unk)
+
+
+def add_translate(commands):
+    parser = commands.add_parser("translate", help="translate TEXT, or each line of standard input",
+                                 description="Translate with a trained model (beam search).")
+    parser.add_argument("--model", required=True, help="a folder written by minis2s train (or its model.npz)")
+    parser.add_argument("--nbest", type=_positive(int), default=1, help="print the N best, with their scores")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="attention heatmap of the first sentence")
+    parser.add_argument("text", nargs="*", help="sentences to translate (default: standard input, one a line)")
+    _decode_options(parser)
+    _add_backend(parser)
+    parser.set_defaults(run=cmd_translate)
+
+
+def cmd_translate(args):
+    from .translator import Translator
+    _use_backend(args)
+    if args.nbest > args.beam:
+        raise UsageError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
+    translator = Translator.load(args.model)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UsageError("nothing to translate: give TEXT or lines on standard input")
+    results = translator.translate(texts, nbest=args.nbest, **_decoding(args))
+    for row in results:
+        if args.nbest == 1:
+            print(row[0][0])
+        else:
+            for translation, score, *_ in row:
+                print(f"{score:.4f}\t{translation}")
+    if args.plot:
+        _heatmap(translator, texts[0], args.plot, args.beam)
+    return 0
+
+
+def add_evaluate(commands):
+    parser = commands.add_parser("evaluate", help="BLEU, chrF, exact match and perplexity on PAIRS.tsv",
+                                 description="Score a trained model on held-out pairs (sacrebleu BLEU and chrF).")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="PAIRS.tsv or a bundled name")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N pairs")
+    _decode_options(parser)
+    _add_backend(parser)
+    parser.set_defaults(run=cmd_evaluate)
+
+
+def cmd_evaluate(args):
+    from .translator import Translator
+    _use_backend(args)
+    translator = Translator.load(args.model)
+    pairs = _load_text_pairs(args.data)
+    if args.limit:
+        pairs = pairs[:args.limit]
+    scores, _ = translator.evaluate(pairs, beam_size=args.beam)
+    print(f"{len(pairs):,} pairs, beam {args.beam}: BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
+          f"exact match {scores['exact_match']:.1f}%, perplexity {scores['perplexity']:.2f}")
+    if args.json:
+        print(json.dumps(scores))
+    return 0
+
+
+# ----------------------------------------------------------------------------- gradcheck / bench
+
+def add_gradcheck(commands):
+    parser = commands.add_parser("gradcheck", help="finite-difference check of every layer and the whole model",
+                                 description="Check every hand-written gradient against central finite "
+                                             "differences in float64 and print a table of max relative errors.")
+    _add_backend(parser)
+    parser.set_defaults(run=cmd_gradcheck)
+
+
 def cmd_gradcheck(args):
     from . import checks, gradcheck
-    if args.backend:
-        backend.use(args.backend)
+    _use_backend(args)
     width = max(len(name) for name in checks.CATALOGUE) + 2
     print(f"finite-difference gradient check, float64, backend {backend.name()}, "
           f"pass if max relative error <= {gradcheck.TOLERANCE:.0e}")
@@ -28,24 +352,49 @@ def cmd_gradcheck(args):
     return 1 if failures else 0
 
 
+def add_bench(commands):
+    from .bench import add_arguments
+    parser = commands.add_parser("bench", help="training and decoding throughput on the chosen backend",
+                                 description="Time training (forward + backward + Adam, target tokens/s) and "
+                                             "decoding (greedy and beam 5, sentences/s).")
+    add_arguments(parser)
+    _add_backend(parser)
+    parser.set_defaults(run=cmd_bench)
+
+
+def cmd_bench(args):
+    from .bench import run_cli
+    _use_backend(args)
+    return run_cli(args)
+
+
+# ----------------------------------------------------------------------------- main
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minis2s", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="minis2s", description="Sequence-to-sequence models from scratch on "
+                                                                 "NumPy and CuPy, every gradient by hand.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    check = commands.add_parser("gradcheck", help="finite-difference check of every layer and the whole model",
-                                description="Check every hand-written gradient against central finite "
-                                            "differences in float64 and print a table of max relative errors.")
-    _add_backend(check)
-    check.set_defaults(run=cmd_gradcheck)
+    for add in (add_train, add_translate, add_evaluate, add_gradcheck, add_bench):
+        add(commands)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .train import TrainingError
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except backend.BackendError as error:
-        print(f"minis2s: error: {error}", file=sys.stderr)
+    except (backend.BackendError, DataError, CheckpointError, TrainingError, UsageError) as error:
+        print(f"minis2s {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except ValueError as error:                           # a constructor's check of an option
+        print(f"minis2s {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":

@@ -45,16 +45,18 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
 
     # log-softmax with the maximum subtracted: exp never overflows, even for logits of 1e4
     shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_norm = xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
-    log_probs = shifted - log_norm                      # (T, B, V)
-    target_log_prob = xp.take_along_axis(log_probs, safe_targets[..., None], axis=-1)[..., 0]
+    probs = xp.exp(shifted)                             # (T, B, V), becomes dlogits in place below
+    total = probs.sum(axis=-1, keepdims=True)
+    log_norm = xp.log(total)[..., 0]                    # log sum_v exp(a_v - max a)
+    target_log_prob = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0] - log_norm
     token_loss = -(1.0 - label_smoothing) * target_log_prob
-    if label_smoothing > 0.0:
-        token_loss = token_loss - label_smoothing * log_probs.mean(axis=-1)
+    if label_smoothing > 0.0:                           # - e/V sum_v log p_v
+        token_loss = token_loss - label_smoothing * (shifted.mean(axis=-1) - log_norm)
     token_loss = xp.where(mask, token_loss, 0.0)        # (T, B)
 
-    # dloss/dlogits = p - q, fused: reuse the log-probabilities already computed
-    dlogits = xp.exp(log_probs)
+    # dloss/dlogits = p - q, fused: the exponentials already computed, normalised in place
+    probs /= total
+    dlogits = probs
     flat = dlogits.reshape(-1, vocab)
     flat[xp.arange(flat.shape[0]), safe_targets.reshape(-1)] -= 1.0 - label_smoothing
     if label_smoothing > 0.0:
@@ -70,5 +72,6 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
     else:
         loss = token_loss.sum(axis=0)
         scale = 1.0
-    dlogits = xp.where(mask[..., None], dlogits * scale, 0.0).astype(logits.dtype, copy=False)
+    dlogits *= xp.where(mask, scale, 0.0).astype(dlogits.dtype)[..., None]
+    dlogits[~mask] = 0.0                                # exactly zero, even where padded logits were inf
     return loss, dlogits

@@ -95,9 +95,16 @@ class Adam(Optimizer):
             m *= self.beta1
             m += (1 - self.beta1) * g
             v *= self.beta2
-            v += (1 - self.beta2) * (g * g)
-            # p -= lr * (m / c1) / (sqrt(v / c2) + eps)
-            p -= step_size * m / (xp.sqrt(v) / math.sqrt(correction2) + self.eps)
+            g = g * g                                   # a fresh array: the gradient itself is kept
+            g *= 1 - self.beta2
+            v += g
+            # p -= lr * (m / c1) / (sqrt(v / c2) + eps), with the temporaries reused in place
+            denominator = xp.sqrt(v, out=g)
+            denominator *= 1.0 / math.sqrt(correction2)
+            denominator += self.eps
+            update = xp.divide(m, denominator, out=denominator)
+            update *= step_size
+            p -= update
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

@@ -114,7 +114,7 @@ def evaluate_loss(model, pairs, batch_size=128):
 
 
 class Trainer:
-    """Trains ``model`` on (source ids, target ids) pairs; writes ``last.npz`` and ``best.npz`` to ``out_dir``."""
+    """Trains ``model`` on (source ids, target ids) pairs; writes ``last.npz`` and ``model.npz`` to ``out_dir``."""
 
     def __init__(self, model, train_pairs, valid_pairs, config, out_dir=None, meta=None, evaluate=None,
                  progress=True, log=print):
@@ -229,9 +229,9 @@ class Trainer:
             if config.early_stopping and not improved and self.bad_epochs >= config.early_stopping:
                 self.log(f"early stopping: no improvement for {self.bad_epochs} epochs")
                 break
-        if self.out_dir and os.path.exists(self.path("best.npz")):
-            params, _, _ = checkpoint.load(self.path("best.npz"))
-            self.model.load_state_dict(params, where=self.path("best.npz"))
+        if self.out_dir and os.path.exists(self.path("model.npz")):
+            params, _, _ = checkpoint.load(self.path("model.npz"))
+            self.model.load_state_dict(params, where=self.path("model.npz"))
 
     def _end_epoch(self, tokens, window_start, partial):
         seconds = time.perf_counter() - window_start
@@ -259,7 +259,7 @@ class Trainer:
                          rate=record["tokens_per_s"])
                  + "".join(f", {k} {_fmt(v)}" for k, v in record.items() if k.startswith("valid_bleu")))
         if improved or not self.valid_pairs:
-            self.save("best.npz")
+            self.save("model.npz")
         self.save()
         return improved
 

@@ -141,10 +141,11 @@ class LinearCache(NamedTuple):
 
 def linear_forward(x, weight, bias=None):
     """x: (..., in), weight: (out, in), bias: (out,) or None  ->  y: (..., out)."""
-    y = x @ weight.T
+    x2 = x.reshape(-1, x.shape[-1])                 # one (N, in) x (in, out) product, not one per leading index
+    y = x2 @ weight.T
     if bias is not None:
-        y = y + bias
-    return y, LinearCache(x=x)
+        y += bias
+    return y.reshape(x.shape[:-1] + (weight.shape[0],)), LinearCache(x=x)
 
 
 def linear_backward(dy, cache, weight, dweight, dbias=None):
@@ -154,7 +155,7 @@ def linear_backward(dy, cache, weight, dweight, dbias=None):
     dweight += dy2.T @ x2               # y = x W^T  =>  dW = dy^T x
     if dbias is not None:
         dbias += dy2.sum(axis=0)        # each output unit's bias sees every row
-    return dy @ weight                  # dx = dy W
+    return (dy2 @ weight).reshape(cache.x.shape)    # dx = dy W
 
 
 class Linear(Module):

@@ -1,0 +1,71 @@
+"""A trained model with its vocabularies and tokenisers: text in, text out.
+
+``Translator.load(DIR)`` reads ``DIR/model.npz`` (the best checkpoint of ``minis2s train``).
+"""
+import os
+
+from . import checkpoint, metrics
+from .data import Tokenizer, Vocab
+from .decode import beam_search
+from .model import Seq2Seq
+from .train import evaluate_loss
+
+
+class Translator:
+    def __init__(self, model, src_vocab, tgt_vocab, src_tokenizer, tgt_tokenizer):
+        self.model, self.src_vocab, self.tgt_vocab = model, src_vocab, tgt_vocab
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+
+    def meta(self):
+        """The JSON part of a checkpoint that rebuilds this translator (besides the weights)."""
+        return {"src_vocab": self.src_vocab.tokens, "tgt_vocab": self.tgt_vocab.tokens,
+                "src_tokenizer": self.src_tokenizer.to_dict(), "tgt_tokenizer": self.tgt_tokenizer.to_dict()}
+
+    @classmethod
+    def load(cls, directory, dtype=None):
+        path = directory if directory.endswith(".npz") else os.path.join(directory, "model.npz")
+        params, meta, _ = checkpoint.load(path)
+        for key in ("model", "src_vocab", "tgt_vocab", "src_tokenizer", "tgt_tokenizer"):
+            if key not in meta:
+                raise checkpoint.CheckpointError(f"{path}: no '{key}' in the checkpoint: not a translation model")
+        config = dict(meta["model"])
+        if dtype:
+            config["dtype"] = dtype
+        model = Seq2Seq(**config)
+        model.load_state_dict(params, where=path)
+        return cls(model, Vocab(meta["src_vocab"]), Vocab(meta["tgt_vocab"]),
+                   Tokenizer(**meta["src_tokenizer"]), Tokenizer(**meta["tgt_tokenizer"]))
+
+    def encode_sources(self, texts):
+        tokens = [self.src_tokenizer.tokenize(text) or ["<unk>"] for text in texts]
+        return tokens, [self.src_vocab.encode(t) for t in tokens]
+
+    def translate(self, texts, beam_size=4, nbest=1, batch_size=64, max_length=None, replace_unk=True, **options):
+        """texts -> per text a list of ``nbest`` (translation, score, attention, source tokens, output tokens)."""
+        results = []
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            tokens, ids = self.encode_sources(chunk)
+            hypotheses = beam_search(self.model, ids, beam_size=beam_size, nbest=nbest, max_length=max_length,
+                                     replace_unk=replace_unk, **options)
+            for source_tokens, found in zip(tokens, hypotheses):
+                row = []
+                for hypothesis in found:
+                    words = self.tgt_vocab.decode(hypothesis.tokens, source_tokens)
+                    row.append((self.tgt_tokenizer.detokenize(words), hypothesis.score, hypothesis.attention,
+                                source_tokens, words))
+                results.append(row)
+        return results
+
+    def evaluate(self, pairs, beam_size=4, batch_size=64):
+        """pairs of (source text, reference text) -> BLEU, chrF, exact match, perplexity, and the hypotheses."""
+        hypotheses = [row[0][0] for row in self.translate([s for s, _ in pairs], beam_size, batch_size=batch_size)]
+        references = [t for _, t in pairs]
+        tokenize = "zh" if self.tgt_tokenizer.kind == "char" else "13a"
+        encoded = [(self.src_vocab.encode(self.src_tokenizer.tokenize(s) or ["<unk>"]),
+                    self.tgt_vocab.encode(self.tgt_tokenizer.tokenize(t))) for s, t in pairs]
+        encoded = [pair for pair in encoded if pair[1]]
+        loss = evaluate_loss(self.model, encoded) if encoded else float("nan")
+        return {"bleu": metrics.bleu(hypotheses, references, tokenize), "chrf": metrics.chrf(hypotheses, references),
+                "exact_match": metrics.exact_match(hypotheses, references), "perplexity": metrics.perplexity(loss),
+                "loss": loss, "pairs": len(pairs), "beam": beam_size}, hypotheses

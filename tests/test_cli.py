@@ -1,0 +1,97 @@
+"""The real command line, end to end, in a subprocess: train -> translate -> evaluate, resume, errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from minis2s import datasets
+
+TINY = ["--emb-size", "32", "--hidden-size", "64", "--batch-size", "16", "--valid-size", "30", "--test-size", "30",
+        "--min-freq", "1", "--no-progress", "--valid-bleu", "20", "--checkpoint-every", "0"]
+
+
+def minis2s(*args, stdin=None, check=True):
+    result = subprocess.run([sys.executable, "-m", "minis2s", *args], capture_output=True, text=True, input=stdin,
+                            timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"minis2s {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_tsv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "pairs.tsv"
+    pairs = datasets.toy("reverse", 400, seed=5)
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_tsv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "reverse"
+    result = minis2s("train", "--data", str(tiny_tsv), "--out", str(out), "--epochs", "40", "--lr", "0.005", *TINY)
+    return out, result
+
+
+def test_train_prints_samples_and_test_bleu_and_writes_its_files(trained):
+    out, result = trained
+    assert "test (" in result.stdout and "BLEU" in result.stdout and "->" in result.stdout
+    for name in ("model.npz", "last.npz", "test.tsv", "history.json", "test_scores.json"):
+        assert (out / name).exists(), name
+    scores = json.loads((out / "test_scores.json").read_text())
+    assert scores["bleu"] > 50, scores                         # reversal is learnable in 40 small epochs
+
+
+def test_translate_arguments_and_stdin(trained):
+    out, _ = trained
+    from_args = minis2s("translate", "--model", str(out), "a b c d e").stdout.split("\n")[0]
+    from_stdin = minis2s("translate", "--model", str(out), stdin="a b c d e\n").stdout.split("\n")[0]
+    assert from_args == from_stdin and from_args.split() == ["e", "d", "c", "b", "a"]
+    nbest = minis2s("translate", "--model", str(out), "--beam", "3", "--nbest", "3", "a b c").stdout.splitlines()
+    scores = [float(line.split("\t")[0]) for line in nbest]
+    assert len(nbest) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_evaluate_json_is_the_last_line(trained):
+    out, _ = trained
+    result = minis2s("evaluate", "--model", str(out), "--data", str(out / "test.tsv"), "--json", "--beam", "2")
+    scores = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"bleu", "chrf", "exact_match", "perplexity"} <= set(scores) and scores["beam"] == 2
+
+
+def test_resume_through_the_command_line_matches_a_straight_run(tiny_tsv, tmp_path):
+    common = ["--data", str(tiny_tsv), "--lr", "0.005", *TINY, "--valid-bleu", "0"]
+    minis2s("train", "--out", str(tmp_path / "straight"), "--epochs", "3", *common)
+    minis2s("train", "--out", str(tmp_path / "split"), "--epochs", "2", *common)
+    again = minis2s("train", "--out", str(tmp_path / "split"), "--resume", "--epochs", "3", "--no-progress")
+    assert "resumed from" in again.stdout
+    straight = json.loads((tmp_path / "straight" / "history.json").read_text())
+    split = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [r["valid_loss"] for r in split] == [r["valid_loss"] for r in straight]
+    refused = minis2s("train", "--out", str(tmp_path / "split"), *common, check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+
+def test_bad_inputs_get_clear_errors(tmp_path, trained):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    result = minis2s("train", "--data", str(empty), "--out", str(tmp_path / "x"), check=False)
+    assert result.returncode == 2 and "empty.tsv: no usable" in result.stderr
+    result = minis2s("train", "--data", "nowhere.tsv", "--out", str(tmp_path / "y"), check=False)
+    assert result.returncode == 2 and "--data nowhere.tsv" in result.stderr
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"a b\tb a\nno tab\n\xff\xfe\tx\n")
+    result = minis2s("evaluate", "--model", str(trained[0]), "--data", str(bad), check=False)
+    assert "bad.tsv:2: no tab" in result.stderr and "bad.tsv:3: not valid UTF-8" in result.stderr
+    result = minis2s("translate", "--model", str(tmp_path), "hello", check=False)
+    assert result.returncode == 2 and "model.npz: no such checkpoint" in result.stderr
+    result = minis2s("train", "--out", str(tmp_path / "z"), "--hidden-size", "0", check=False)
+    assert result.returncode == 2 and "--hidden-size" in result.stderr
+    result = minis2s("translate", "--model", str(trained[0]), "--beam", "2", "--nbest", "3", "x", check=False)
+    assert result.returncode == 2 and "--nbest 3" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "translate", "evaluate", "gradcheck", "bench"])
+def test_every_command_has_help(command):
+    assert "usage: minis2s " + command in minis2s(command, "--help").stdout

@@ -1,0 +1,126 @@
+"""Greedy and beam search: beam 1 is greedy, n-best order, a case greedy gets wrong, the options."""
+import numpy
+import pytest
+
+import minis2s
+from minis2s import backend, data
+from minis2s.decode import beam_search, greedy, length_penalty
+from minis2s.model import Encoded
+
+A, B, C, D = 4, 5, 6, 7
+
+
+class MarkovModel:
+    """A hand-built 'model': the next word's distribution depends only on the last word.
+
+    From <bos>: A 0.6, B 0.4.  After A: C 0.35, D 0.35, <eos> 0.3.  After B: <eos> 0.9, C 0.1.
+    After C or D: <eos> 1.  Greedy takes A then C (or D): 0.6 x 0.35 x 1 = 0.21.
+    The best sequence is B <eos>: 0.4 x 0.9 = 0.36 -- beam search with k = 2 finds it.
+    """
+    vocab = 8
+    table = {data.BOS: {A: 0.6, B: 0.4}, A: {C: 0.35, D: 0.35, data.EOS: 0.3}, B: {data.EOS: 0.9, C: 0.1},
+             C: {data.EOS: 1.0}, D: {data.EOS: 1.0}}
+
+    def __init__(self, table=None, attention=None):
+        self.table = table or self.table
+        self.attention = attention
+
+    def start(self, src, src_lengths):
+        xp = backend.xp()
+        size = src.shape[1]
+        encoded = Encoded(memory=xp.zeros((src.shape[0], size, 1)), projected=None,
+                          mask=xp.ones(src.shape, dtype=bool), state=None, context_vector=None)
+        return encoded, (xp.zeros((1, size, 1)),), None
+
+    def step(self, tokens, state, feed, encoded):
+        tokens = backend.to_numpy(tokens)
+        logp = numpy.full((len(tokens), self.vocab), -numpy.inf)
+        for row, token in enumerate(tokens):
+            for word, p in self.table.get(int(token), {data.EOS: 1.0}).items():
+                logp[row, word] = numpy.log(p)
+        weights = None
+        if self.attention is not None:
+            weights = numpy.repeat(self.attention[:, None], len(tokens), axis=1)[:encoded.mask.shape[0]]
+        return backend.asarray(logp), state, feed, weights
+
+
+def test_greedy_misses_what_beam_search_finds():
+    model = MarkovModel()
+    greedy_out = greedy(model, [[A]])[0]
+    assert greedy_out.tokens in ([A, C], [A, D]) and greedy_out.logprob == pytest.approx(numpy.log(0.21))
+    best = beam_search(model, [[A]], beam_size=2, normalize="none")[0][0]
+    assert best.tokens == [B] and best.logprob == pytest.approx(numpy.log(0.36))
+
+
+def test_nbest_lists_are_sorted_with_their_scores():
+    found = beam_search(MarkovModel(), [[A], [B, C]], beam_size=3, nbest=3, normalize="none")
+    for hypotheses in found:
+        scores = [h.score for h in hypotheses]
+        assert scores == sorted(scores, reverse=True) and len(hypotheses) == 3
+    assert [h.tokens for h in found[0]] == [[B], [A, C], [A, D]] or [h.tokens for h in found[0]] == [[B], [A, D], [A, C]]
+
+
+def test_length_normalisation():
+    assert length_penalty(4, "avg") == 4.0
+    assert length_penalty(1, "gnmt", 1.0) == 1.0
+    assert length_penalty(7, "gnmt", 0.6) == pytest.approx(2.0 ** 0.6)
+    # A C <eos>: 0.6 x 0.45 = 0.27, B <eos>: 0.36. Raw: B wins; averaged per token, log(0.27)/3 = -0.436
+    # beats log(0.36)/2 = -0.511, so A C wins
+    table = {**MarkovModel.table, A: {C: 0.45, D: 0.25, data.EOS: 0.3}}
+    assert beam_search(MarkovModel(table), [[A]], beam_size=3, normalize="none")[0][0].tokens == [B]
+    assert beam_search(MarkovModel(table), [[A]], beam_size=3, normalize="avg")[0][0].tokens == [A, C]
+    with pytest.raises(ValueError, match="normalisation"):
+        length_penalty(3, "bogus")
+
+
+def test_min_length_and_max_length():
+    table = {data.BOS: {A: 0.5, data.EOS: 0.5}, A: {data.EOS: 0.9, A: 0.1}}
+    assert greedy(MarkovModel(table), [[A]], min_length=3)[0].tokens == [A, A, A]
+    assert greedy(MarkovModel({data.BOS: {A: 1.0}, A: {A: 1.0}}), [[A]], max_length=4)[0].tokens == [A, A, A, A]
+
+
+def test_block_ngram_repeat():
+    loop = {data.BOS: {A: 0.9, C: 0.1}, A: {A: 0.6, B: 0.3, data.EOS: 0.1}, B: {A: 0.6, data.EOS: 0.4},
+            C: {data.EOS: 1.0}}
+    plain = beam_search(MarkovModel(loop), [[A]], beam_size=2, max_length=6, normalize="none")[0][0]
+    assert plain.tokens[:2] == [A, A]
+    blocked = beam_search(MarkovModel(loop), [[A]], beam_size=2, max_length=6, normalize="none",
+                          block_ngram_repeat=1)[0][0]
+    assert len(set(blocked.tokens)) == len(blocked.tokens)                   # no word twice
+
+
+def test_unk_is_replaced_by_the_most_attended_source_token():
+    attention = numpy.array([0.1, 0.7, 0.2])
+    model = MarkovModel({data.BOS: {data.UNK: 1.0}, data.UNK: {data.EOS: 1.0}}, attention=attention)
+    out = beam_search(model, [[A, B]], beam_size=2, replace_unk=True)[0][0]
+    assert out.tokens == [-2]                                                # source position 1
+    vocab = data.Vocab(list(data.SPECIALS) + ["x"])
+    assert vocab.decode(out.tokens, source_tokens=["paris", "londres"]) == ["londres"]
+
+
+def test_beam_one_is_exactly_greedy_on_a_trained_shape_model():
+    rng = numpy.random.default_rng(0)
+    for cell, attention, feeding in (("gru", "bahdanau", False), ("lstm", "luong-general", True), ("rnn", "none", False)):
+        model = minis2s.Seq2Seq(15, 15, cell=cell, attention=attention, emb_size=8, hidden_size=12, seed=3,
+                                input_feeding=feeding)
+        for value in model.params.values():                                  # sharper distributions
+            value *= 3
+        sources = [rng.integers(4, 15, size=rng.integers(1, 8)).tolist() for _ in range(12)]
+        plain = greedy(model, sources)
+        beamed = beam_search(model, sources, beam_size=1, normalize="none")
+        for g, b in zip(plain, beamed):
+            assert g.tokens == b[0].tokens and g.logprob == b[0].logprob
+
+
+def test_decoding_matches_the_training_forward_pass():
+    """The cache-free step path gives the same log-probabilities as the training forward pass."""
+    model = minis2s.Seq2Seq(15, 15, cell="lstm", attention="luong-dot", emb_size=6, hidden_size=7,
+                            input_feeding=True, context_feeding=True, dtype="float64")
+    src, tgt = [[5, 6, 7], [8, 9]], [[4, 5], [6, 7, 8]]
+    batch = data.collate(src, tgt)
+    logits, _ = model.forward(batch, train=False)
+    encoded, state, feed = model.start(batch.src, batch.src_lengths)
+    for t in range(batch.tgt_in.shape[0]):
+        logp, state, feed, _ = model.step(batch.tgt_in[t], state, feed, encoded)
+        expected = logits[t] - numpy.log(numpy.exp(logits[t]).sum(axis=1, keepdims=True))
+        numpy.testing.assert_allclose(backend.to_numpy(logp), expected, rtol=1e-12, atol=1e-12)
