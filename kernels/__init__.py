@@ -4,6 +4,8 @@
     minis2s.kernels.enabled()         # is the fast path in use?
 
 Every kernel here has a parity test against the reference function it replaces.
+
+    optim.py    fused Adam update (one pass over p, g, m, v)
 """
 import os
 
@@ -18,3 +20,6 @@ def enable(flag=True):
 
 def enabled():
     return _enabled
+
+
+from . import optim  # noqa: E402  (after the switch, which the kernels' users read)

@@ -185,7 +185,8 @@ def cmd_train(args):
         sources = [corpus.src_vocab.encode(corpus.src_tokenizer.tokenize(s)) for s, _ in valid_text]
         outputs = [corpus.tgt_tokenizer.detokenize(corpus.tgt_vocab.decode(h.tokens)) for h in greedy(trained, sources)]
         tokenize = "zh" if corpus.tgt_tokenizer.kind == "char" else "13a"
-        return {"valid_bleu": metrics.bleu(outputs, [t for _, t in valid_text], tokenize)}
+        return {"valid_bleu": metrics.bleu(outputs, [t for _, t in valid_text], tokenize,
+                                           lowercase=corpus.tgt_tokenizer.lowercase)}
 
     cli_meta = {key: value for key, value in vars(args).items() if key != "run"}
     trainer = Trainer(model, corpus.train, corpus.valid, config, out_dir=args.out,
@@ -211,9 +212,7 @@ def cmd_train(args):
         scores, hypotheses = translator.evaluate(corpus.test_text, beam_size=args.beam)
         for (source, reference), output in list(zip(corpus.test_text, hypotheses))[:args.samples]:
             print(f"  {source}\n    -> {output}\n    (reference: {reference})")
-        print(f"test ({len(corpus.test_text):,} held-out pairs, beam {args.beam}): BLEU {scores['bleu']:.1f}, "
-              f"chrF {scores['chrf']:.1f}, exact match {scores['exact_match']:.1f}%, "
-              f"perplexity {scores['perplexity']:.2f}")
+        print(f"test ({len(corpus.test_text):,} held-out pairs, beam {args.beam}): {_score_line(scores)}")
         with open(os.path.join(args.out, "test_scores.json"), "w", encoding="utf-8") as stream:
             json.dump(dict(scores, train_seconds=trained_for, steps=trainer.step), stream, indent=1)
     if args.plot:
@@ -224,6 +223,13 @@ def cmd_train(args):
         print(f"pictures: {args.out}/training_curves.png" + (", attention.png" if model.attention != "none" else ""))
     print(f"total {(time.perf_counter() - started) / 60:.1f} min; translate with: minis2s translate --model {args.out}")
     return 0
+
+
+def _score_line(scores):
+    case = " (case-insensitive; case-sensitive {:.1f})".format(scores["bleu_case_sensitive"]) \
+        if scores["case_insensitive"] else ""
+    return (f"BLEU {scores['bleu']:.1f}{case}, chrF {scores['chrf']:.1f}, exact match {scores['exact_match']:.1f}%, "
+            f"perplexity {scores['perplexity']:.2f}")
 
 
 def _valid_text(pairs, corpus, args):
@@ -318,8 +324,7 @@ def cmd_evaluate(args):
     if args.limit:
         pairs = pairs[:args.limit]
     scores, _ = translator.evaluate(pairs, beam_size=args.beam)
-    print(f"{len(pairs):,} pairs, beam {args.beam}: BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, "
-          f"exact match {scores['exact_match']:.1f}%, perplexity {scores['perplexity']:.2f}")
+    print(f"{len(pairs):,} pairs, beam {args.beam}: {_score_line(scores)}")
     if args.json:
         print(json.dumps(scores))
     return 0

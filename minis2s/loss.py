@@ -43,35 +43,39 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
     mask = mask.astype(bool)
     safe_targets = xp.where(mask, targets, 0)           # padded targets may be anything, even out of range
 
-    # log-softmax with the maximum subtracted: exp never overflows, even for logits of 1e4
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    probs = xp.exp(shifted)                             # (T, B, V), becomes dlogits in place below
-    total = probs.sum(axis=-1, keepdims=True)
-    log_norm = xp.log(total)[..., 0]                    # log sum_v exp(a_v - max a)
-    target_log_prob = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0] - log_norm
-    token_loss = -(1.0 - label_smoothing) * target_log_prob
-    if label_smoothing > 0.0:                           # - e/V sum_v log p_v
-        token_loss = token_loss - label_smoothing * (shifted.mean(axis=-1) - log_norm)
-    token_loss = xp.where(mask, token_loss, 0.0)        # (T, B)
-
-    # dloss/dlogits = p - q, fused: the exponentials already computed, normalised in place
-    probs /= total
-    dlogits = probs
-    flat = dlogits.reshape(-1, vocab)
-    flat[xp.arange(flat.shape[0]), safe_targets.reshape(-1)] -= 1.0 - label_smoothing
-    if label_smoothing > 0.0:
-        dlogits -= label_smoothing / vocab
-
     if reduction == "mean":
         count = max(int(mask.sum()), 1)
-        loss = float(token_loss.sum()) / count
         scale = 1.0 / count
+    else:
+        count, scale = None, 1.0
+    weight = xp.where(mask, scale, 0.0).astype(logits.dtype)         # (T, B): each token's share of the loss
+
+    # log-softmax with the maximum subtracted: exp never overflows, even for logits of 1e4
+    shifted = logits - logits.max(axis=-1, keepdims=True)            # a - max a
+    target_shifted = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0]
+    mean_shifted = shifted.mean(axis=-1) if label_smoothing > 0.0 else None
+    probs = xp.exp(shifted, out=shifted)                             # in place: becomes dlogits below
+    total = probs.sum(axis=-1)
+    log_norm = xp.log(total)                                         # log sum_v exp(a_v - max a)
+    token_loss = -(1.0 - label_smoothing) * (target_shifted - log_norm)      # -(1-e) log p_y
+    if label_smoothing > 0.0:
+        token_loss = token_loss - label_smoothing * (mean_shifted - log_norm)  # - e/V sum_v log p_v
+    token_loss = xp.where(mask, token_loss, 0.0)                     # (T, B)
+
+    # dloss/dlogits = weight * (p - q), fused: normalise and weigh the exponentials in one pass
+    probs *= (weight / total)[..., None]
+    dlogits = probs
+    flat = dlogits.reshape(-1, vocab)
+    flat[xp.arange(flat.shape[0]), safe_targets.reshape(-1)] -= (weight * (1.0 - label_smoothing)).reshape(-1)
+    if label_smoothing > 0.0:
+        dlogits -= (weight * (label_smoothing / vocab))[..., None]
+    if not bool(mask.all()):
+        dlogits[~mask] = 0.0                                         # exactly zero, even where padded logits were inf
+
+    if reduction == "mean":
+        loss = float(token_loss.sum()) / count
     elif reduction == "sum":
         loss = float(token_loss.sum())
-        scale = 1.0
     else:
         loss = token_loss.sum(axis=0)
-        scale = 1.0
-    dlogits *= xp.where(mask, scale, 0.0).astype(dlogits.dtype)[..., None]
-    dlogits[~mask] = 0.0                                # exactly zero, even where padded logits were inf
     return loss, dlogits

@@ -20,6 +20,7 @@ Global-norm clipping: n = sqrt(sum over all tensors of sum g^2); if n > c, every
 import math
 
 from . import backend
+from . import kernels
 
 
 class Optimizer:
@@ -87,8 +88,13 @@ class Adam(Optimizer):
         correction1 = 1 - self.beta1 ** self.steps
         correction2 = 1 - self.beta2 ** self.steps
         step_size = self.lr / correction1
+        fast = kernels.enabled()
         for name, p in self.params.items():
             g = self.grads[name]
+            if fast and kernels.optim.supports(p, g):          # the fused twin, one pass over memory
+                kernels.optim.adam_update(p, g, self.m[name], self.v[name], step_size, self.beta1, self.beta2,
+                                          correction2, self.eps, self.weight_decay)
+                continue
             if self.weight_decay:
                 g = g + self.weight_decay * p
             m, v = self.m[name], self.v[name]

@@ -40,7 +40,7 @@ def attention_heatmap(source_tokens, output_tokens, weights, path, title=None):
     rows = list(output_tokens) + ["<eos>"]
     cols = list(source_tokens) + ["<eos>"]
     weights = weights[:len(rows), :len(cols)]
-    figure, axes = plt.subplots(figsize=(1.0 + 0.5 * len(cols), 1.0 + 0.45 * len(rows)))
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.5 + 0.5 * len(cols)), max(3.0, 1.5 + 0.45 * len(rows))))
     image = axes.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     axes.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     axes.set_yticks(range(len(rows)), rows)

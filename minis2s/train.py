@@ -92,7 +92,8 @@ def make_batches(pairs, batch_size, seed, epoch, bucket=True):
     for start in range(0, len(order), pool):
         chunk = order[start:start + pool]
         if bucket:
-            chunk = sorted(chunk, key=lambda i: (len(pairs[i][0]), len(pairs[i][1])))
+            chunk = sorted(chunk, key=lambda i: (len(pairs[i][1]), len(pairs[i][0])))   # target first: the
+            # output projection and the decoder's steps, the costly part, run over the target's padding
         batches += [list(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))] if bucket else batches
 

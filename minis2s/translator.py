@@ -62,10 +62,14 @@ class Translator:
         hypotheses = [row[0][0] for row in self.translate([s for s, _ in pairs], beam_size, batch_size=batch_size)]
         references = [t for _, t in pairs]
         tokenize = "zh" if self.tgt_tokenizer.kind == "char" else "13a"
+        lower = self.tgt_tokenizer.lowercase              # a lower-cased model is scored case-insensitively
         encoded = [(self.src_vocab.encode(self.src_tokenizer.tokenize(s) or ["<unk>"]),
                     self.tgt_vocab.encode(self.tgt_tokenizer.tokenize(t))) for s, t in pairs]
         encoded = [pair for pair in encoded if pair[1]]
         loss = evaluate_loss(self.model, encoded) if encoded else float("nan")
-        return {"bleu": metrics.bleu(hypotheses, references, tokenize), "chrf": metrics.chrf(hypotheses, references),
-                "exact_match": metrics.exact_match(hypotheses, references), "perplexity": metrics.perplexity(loss),
-                "loss": loss, "pairs": len(pairs), "beam": beam_size}, hypotheses
+        return {"bleu": metrics.bleu(hypotheses, references, tokenize, lowercase=lower),
+                "bleu_case_sensitive": metrics.bleu(hypotheses, references, tokenize),
+                "chrf": metrics.chrf(hypotheses, references, lowercase=lower),
+                "exact_match": metrics.exact_match(hypotheses, references, lowercase=lower),
+                "perplexity": metrics.perplexity(loss), "loss": loss, "case_insensitive": lower,
+                "pairs": len(pairs), "beam": beam_size}, hypotheses

@@ -1,0 +1,173 @@
+"""Training and decoding throughput: minis2s' reference path, its Numba path, and PyTorch, in one run.
+
+    python benchmarks/run.py                      # small and base, LSTM and GRU, with/without attention
+    python benchmarks/run.py --configs small --repeats 3
+
+For each configuration (see ``minis2s.bench.CONFIGS``) it builds one minis2s model, copies its
+weights into the PyTorch twin, checks that both give the same loss (and the same greedy output)
+before timing anything, then times: a training step (forward + backward + Adam; target tokens/s),
+greedy decoding and beam-5 decoding (sentences/s) -- medians of repeats after untimed warm-up runs
+(where Numba compiles). Numba's first-call compile time is reported separately. PyTorch uses the same
+number of threads. Results go to benchmarks/results/ as JSON and Markdown, with the machine named,
+and a PNG plot.
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["small", "base"])
+    parser.add_argument("--cells", nargs="+", default=["lstm", "gru"])
+    parser.add_argument("--attentions", nargs="+", default=["none", "bahdanau"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = parser.parse_args()
+
+    from minis2s import bench, kernels
+    from minis2s.data import collate
+    from minis2s.decode import beam_search, greedy
+    from minis2s.model import Seq2Seq
+    from minis2s.optim import Adam
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+            from minis2s.torch_twin import Decoding, TorchSeq2Seq, tensors
+        except ImportError:
+            torch = None
+
+    compile_started = time.perf_counter()
+    kernels.enable(True)
+    probe = Seq2Seq(20, 20, emb_size=4, hidden_size=4)
+    Adam(probe.params, probe.grads).step()                    # first call: Numba compiles (or loads its cache)
+    compile_seconds = time.perf_counter() - compile_started
+
+    rows = []
+    for name in args.configs:
+        config = bench.CONFIGS[name]
+        src, tgt = bench.make_data(config)
+        batch = collate(src, tgt)
+        tokens = batch.num_tokens
+        for cell in args.cells:
+            for attention in args.attentions:
+                row = dict(config=name, cell=cell, attention=attention, tokens=tokens, **config)
+                model = Seq2Seq(config["vocab"], config["vocab"], cell=cell, attention=attention,
+                                emb_size=config["emb_size"], hidden_size=config["hidden_size"], seed=0)
+                reference_loss = model.loss(batch)
+                reference_greedy = [h.tokens for h in greedy(model, src[:8], max_length=config["length"])]
+                for path, flag in (("reference", False), ("numba", True)):
+                    kernels.enable(flag)
+                    trained = Seq2Seq(config["vocab"], config["vocab"], cell=cell, attention=attention,
+                                      emb_size=config["emb_size"], hidden_size=config["hidden_size"], seed=0)
+                    optimizer = Adam(trained.params, trained.grads, lr=1e-3)
+
+                    def step():
+                        trained.loss_and_grads(batch)
+                        optimizer.step()
+
+                    seconds = bench.median_time(step, args.repeats, 2)
+                    row[f"{path}_train_tok_s"] = tokens / seconds
+                    row[f"{path}_greedy_sent_s"] = len(src) / bench.median_time(
+                        lambda: greedy(model, src, max_length=config["length"]), max(args.repeats // 2, 1), 1)
+                    row[f"{path}_beam5_sent_s"] = len(src) / bench.median_time(
+                        lambda: beam_search(model, src, beam_size=5, max_length=config["length"]),
+                        max(args.repeats // 2, 1), 1)
+                kernels.enable(True)
+                if torch is not None:
+                    twin = TorchSeq2Seq.from_minis2s(model)
+                    twin_loss = twin.loss(*tensors(batch)).item()
+                    twin_greedy = [h.tokens for h in greedy(Decoding(twin), src[:8], max_length=config["length"])]
+                    row["torch_loss_difference"] = abs(twin_loss - reference_loss)
+                    row["torch_same_greedy"] = twin_greedy == reference_greedy
+                    if row["torch_loss_difference"] > 1e-3 * abs(reference_loss):
+                        sys.exit(f"{name} {cell} {attention}: PyTorch loss {twin_loss} != minis2s {reference_loss}")
+                    optimizer = torch.optim.Adam(twin.parameters(), lr=1e-3)
+                    inputs = tensors(batch)
+
+                    def torch_step():
+                        optimizer.zero_grad()
+                        twin.loss(*inputs).backward()
+                        optimizer.step()
+
+                    row["torch_train_tok_s"] = tokens / bench.median_time(torch_step, args.repeats, 2)
+                    with torch.no_grad():
+                        row["torch_greedy_sent_s"] = len(src) / bench.median_time(
+                            lambda: greedy(Decoding(twin), src, max_length=config["length"]),
+                            max(args.repeats // 2, 1), 1)
+                        row["torch_beam5_sent_s"] = len(src) / bench.median_time(
+                            lambda: beam_search(Decoding(twin), src, beam_size=5, max_length=config["length"]),
+                            max(args.repeats // 2, 1), 1)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+
+    info = bench.machine()
+    info.update(threads=args.threads, numba_compile_seconds=compile_seconds,
+                torch=None if torch is None else torch.__version__,
+                date=datetime.date.today().isoformat(), repeats=args.repeats)
+    stamp = f"{info['backend']}_{'-'.join(args.configs)}"
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"bench_{stamp}.json"), "w", encoding="utf-8") as stream:
+        json.dump({"machine": info, "rows": rows}, stream, indent=1)
+    table = markdown(rows, info)
+    with open(os.path.join(args.out, f"bench_{stamp}.md"), "w", encoding="utf-8") as stream:
+        stream.write(table)
+    print(table)
+    plot(rows, os.path.join(args.out, f"bench_{stamp}.png"))
+
+
+def markdown(rows, info):
+    lines = [f"Machine: {info.get('cpu', info['processor'])}, {info['cores']} cores, {info['threads']} threads; "
+             f"Python {info['python']}, NumPy {info['numpy']}, PyTorch {info['torch']}; backend {info['backend']}; "
+             f"{info['date']}; medians of {info['repeats']} runs after warm-up. Numba compile/cache load: "
+             f"{info['numba_compile_seconds']:.1f} s (excluded).", "",
+             "| config | cell | attention | train tok/s: reference | Numba | PyTorch | Numba/PyTorch "
+             "| greedy sent/s: reference | Numba | PyTorch | beam 5 sent/s: reference | Numba | PyTorch |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        ratio = r["numba_train_tok_s"] / r["torch_train_tok_s"] if "torch_train_tok_s" in r else float("nan")
+        lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['reference_train_tok_s']:,.0f} "
+                     f"| {r['numba_train_tok_s']:,.0f} | {r.get('torch_train_tok_s', float('nan')):,.0f} | {ratio:.2f} "
+                     f"| {r['reference_greedy_sent_s']:,.0f} | {r['numba_greedy_sent_s']:,.0f} "
+                     f"| {r.get('torch_greedy_sent_s', float('nan')):,.0f} | {r['reference_beam5_sent_s']:,.0f} "
+                     f"| {r['numba_beam5_sent_s']:,.0f} | {r.get('torch_beam5_sent_s', float('nan')):,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    labels = [f"{r['config']}\n{r['cell']}\n{r['attention']}" for r in rows]
+    x = numpy.arange(len(rows))
+    figure, axes = plt.subplots(figsize=(1.4 * len(rows) + 2, 4))
+    for offset, (key, label) in enumerate((("reference", "minis2s reference"), ("numba", "minis2s Numba"),
+                                           ("torch", "PyTorch"))):
+        values = [r.get(f"{key}_train_tok_s", 0.0) for r in rows]
+        axes.bar(x + (offset - 1) * 0.27, values, width=0.27, label=label)
+    axes.set_xticks(x, labels, fontsize=8)
+    axes.set_ylabel("training target tokens / s")
+    axes.set_yscale("log")
+    axes.legend()
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main()

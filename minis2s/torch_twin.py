@@ -1,0 +1,136 @@
+"""The same Seq2Seq in PyTorch, for benchmarks and comparisons only (torch is never needed to run minis2s).
+
+Architecture, as minis2s builds it for ``cell`` in {gru, lstm}, ``attention`` in {none, bahdanau},
+one layer, unidirectional, bridge "final":
+
+    encoder   torch.nn.GRU / LSTM over the packed source (cuDNN-free CPU kernels, oneDNN where it applies)
+    decoder   torch.nn.GRUCell / LSTMCell, step by step; Bahdanau attention before the cell, queried by
+              the previous state: c_t = sum_s softmax_s(v^T tanh(W_q h + W_k k_s)) k_s, input [e_t ; c_t]
+    output    torch.nn.Linear over the top hidden state; cross-entropy mean over real target tokens
+
+``from_minis2s(model)`` copies a minis2s model's weights, so that both compute the same loss; the
+benchmark checks that before it quotes a speed. ``Decoding`` wraps the twin in the ``start`` / ``step``
+interface of ``Seq2Seq``, so that minis2s' own greedy and beam search drive it: both columns then
+share the search bookkeeping and differ only in the model's arithmetic.
+"""
+import numpy
+import torch
+import torch.nn.functional as F
+
+from .data import PAD
+from .model import Encoded
+
+
+class TorchSeq2Seq(torch.nn.Module):
+    def __init__(self, src_vocab, tgt_vocab, cell="gru", attention="bahdanau", emb_size=256, hidden_size=256):
+        super().__init__()
+        if cell not in ("gru", "lstm") or attention not in ("none", "bahdanau"):
+            raise ValueError("the twin covers cell gru/lstm and attention none/bahdanau")
+        self.cell_kind, self.attention = cell, attention
+        self.src_embedding = torch.nn.Embedding(src_vocab, emb_size, padding_idx=PAD)
+        self.tgt_embedding = torch.nn.Embedding(tgt_vocab, emb_size, padding_idx=PAD)
+        recurrent, step = (torch.nn.GRU, torch.nn.GRUCell) if cell == "gru" else (torch.nn.LSTM, torch.nn.LSTMCell)
+        self.encoder = recurrent(emb_size, hidden_size)
+        extra = hidden_size if attention == "bahdanau" else 0
+        self.decoder = step(emb_size + extra, hidden_size)
+        if attention == "bahdanau":
+            self.W_q = torch.nn.Linear(hidden_size, hidden_size, bias=False)
+            self.W_k = torch.nn.Linear(hidden_size, hidden_size, bias=False)
+            self.v = torch.nn.Parameter(torch.zeros(hidden_size))
+        self.out = torch.nn.Linear(hidden_size, tgt_vocab)
+
+    @classmethod
+    def from_minis2s(cls, model):
+        config = model.config
+        twin = cls(config["src_vocab_size"], config["tgt_vocab_size"], config["cell"], config["attention"],
+                   config["emb_size"], config["hidden_size"])
+        p = {k: torch.from_numpy(numpy.asarray(v, dtype=numpy.float32)) for k, v in model.state_dict().items()}
+        with torch.no_grad():
+            twin.src_embedding.weight.copy_(p["src_embedding.weight"])
+            twin.tgt_embedding.weight.copy_(p["tgt_embedding.weight"])
+            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+                getattr(twin.encoder, name).copy_(p[f"encoder.{name}"])
+                getattr(twin.decoder, name[:-3]).copy_(p[f"decoder.rnn.{name}"])
+            if twin.attention == "bahdanau":
+                twin.W_q.weight.copy_(p["decoder.attention.W_q"])
+                twin.W_k.weight.copy_(p["decoder.attention.W_k"])
+                twin.v.copy_(p["decoder.attention.v"])
+            twin.out.weight.copy_(p["decoder.out.weight"])
+            twin.out.bias.copy_(p["decoder.out.bias"])
+        return twin
+
+    def encode(self, src, src_lengths):
+        emb = self.src_embedding(src)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(emb, src_lengths.cpu(), enforce_sorted=False)
+        memory, state = self.encoder(packed)
+        memory, _ = torch.nn.utils.rnn.pad_packed_sequence(memory, total_length=src.shape[0])
+        state = (state[0][0], state[1][0]) if self.cell_kind == "lstm" else (state[0],)
+        mask = torch.arange(src.shape[0])[:, None] < src_lengths[None, :]
+        projected = self.W_k(memory) if self.attention == "bahdanau" else None
+        return memory, projected, mask, state
+
+    def decode_step(self, emb, state, memory, projected, mask):
+        if self.attention == "bahdanau":
+            scores = torch.tanh(projected + self.W_q(state[0])) @ self.v                 # (S, B)
+            weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=0)
+            context = (weights[:, :, None] * memory).sum(dim=0)
+            emb = torch.cat([emb, context], dim=1)
+        else:
+            weights = None
+        state = self.decoder(emb, state) if self.cell_kind == "lstm" else (self.decoder(emb, state[0]),)
+        return state, weights
+
+    def loss(self, src, src_lengths, tgt_in, tgt_out, tgt_lengths):
+        memory, projected, mask, state = self.encode(src, src_lengths)
+        embedded = self.tgt_embedding(tgt_in)
+        outputs = []
+        for t in range(tgt_in.shape[0]):
+            state, _ = self.decode_step(embedded[t], state, memory, projected, mask)
+            outputs.append(state[0])
+        logits = self.out(torch.stack(outputs))
+        real = torch.arange(tgt_in.shape[0])[:, None] < tgt_lengths[None, :]
+        targets = tgt_out.masked_fill(~real, -100)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def tensors(batch):
+    """A minis2s Batch (NumPy) as int64 tensors."""
+    return [torch.from_numpy(numpy.asarray(a)) for a in (batch.src, batch.src_lengths, batch.tgt_in,
+                                                         batch.tgt_out, batch.tgt_lengths)]
+
+
+class Decoding:
+    """The twin behind Seq2Seq's ``start`` / ``step``, so that minis2s' greedy and beam search drive it."""
+
+    def __init__(self, twin):
+        self.twin = twin
+
+    @torch.no_grad()
+    def start(self, src, src_lengths):
+        memory, projected, mask, state = self.twin.encode(torch.from_numpy(numpy.asarray(src)),
+                                                          torch.from_numpy(numpy.asarray(src_lengths)))
+        encoded = Encoded(_Rows(memory), None if projected is None else _Rows(projected), _Rows(mask), None, None)
+        return encoded, tuple(_Rows(s[None]) for s in state), None
+
+    @torch.no_grad()
+    def step(self, tokens, state, feed, encoded):
+        emb = self.twin.tgt_embedding(torch.from_numpy(numpy.asarray(tokens)))
+        new_state, weights = self.twin.decode_step(emb, tuple(s.tensor[0] for s in state), encoded.memory.tensor,
+                                                   None if encoded.projected is None else encoded.projected.tensor,
+                                                   encoded.mask.tensor)
+        logp = torch.log_softmax(self.twin.out(new_state[0]), dim=1)
+        return (logp.numpy(), tuple(_Rows(s[None]) for s in new_state), None,
+                None if weights is None else weights.numpy())
+
+
+class _Rows:
+    """A tensor that beam search can index with NumPy arrays (rows along axis 1, or 0 for 2-D)."""
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+        self.shape = tuple(tensor.shape)
+
+    def __getitem__(self, index):
+        if isinstance(index, tuple):
+            return _Rows(self.tensor[:, torch.from_numpy(numpy.asarray(index[1]))])
+        return _Rows(self.tensor[torch.from_numpy(numpy.asarray(index))])
