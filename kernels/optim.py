@@ -12,8 +12,11 @@ import numba
 import numpy
 
 
-@numba.njit(parallel=True, cache=True)
-def _adam(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps, weight_decay):
+PARALLEL_FROM = 1 << 16      # below this many elements, starting threads costs more than it saves
+
+
+def _adam_body(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps,
+               weight_decay):
     for i in numba.prange(p.shape[0]):
         gi = g[i] + weight_decay * p[i]
         mi = beta1 * m[i] + one_minus_beta1 * gi
@@ -23,12 +26,19 @@ def _adam(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2,
         p[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_c2 + eps)
 
 
+_adam_parallel = numba.njit(parallel=True, cache=True)(_adam_body)
+# prange runs as a plain range here. Not cached: Numba keys its on-disk cache by the Python function,
+# not by the ``parallel`` flag, so two cached dispatchers of one function could load each other's code.
+_adam_serial = numba.njit(_adam_body)
+
+
 def adam_update(p, g, m, v, step_size, beta1, beta2, correction2, eps, weight_decay):
     """In place on NumPy arrays of one parameter (any shape, C-contiguous)."""
     dtype = p.dtype.type
     # 1 - beta is formed in double precision, as the reference does (float32(1) - float32(0.999) is not
     # float32(0.001): 1.3e-5 apart)
-    _adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), dtype(step_size), dtype(beta1),
+    kernel = _adam_parallel if p.size >= PARALLEL_FROM else _adam_serial
+    kernel(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), dtype(step_size), dtype(beta1),
           dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2), dtype(1.0 / math.sqrt(correction2)), dtype(eps),
           dtype(weight_decay))
 

@@ -323,7 +323,8 @@ def cmd_evaluate(args):
     pairs = _load_text_pairs(args.data)
     if args.limit:
         pairs = pairs[:args.limit]
-    scores, _ = translator.evaluate(pairs, beam_size=args.beam)
+    options = _decoding(args)
+    scores, _ = translator.evaluate(pairs, options.pop("beam_size"), **options)
     print(f"{len(pairs):,} pairs, beam {args.beam}: {_score_line(scores)}")
     if args.json:
         print(json.dumps(scores))

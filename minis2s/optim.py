@@ -118,7 +118,8 @@ OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients together so that their global L2 norm is at most max_norm; returns the norm before."""
-    total = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    xp = backend.xp()
+    total = math.sqrt(sum(float(xp.vdot(g.reshape(-1), g.reshape(-1))) for g in grads.values()))  # no g*g copy
     if max_norm and total > max_norm:
         scale = max_norm / (total + 1e-12)
         for g in grads.values():

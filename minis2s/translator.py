@@ -57,9 +57,11 @@ class Translator:
                 results.append(row)
         return results
 
-    def evaluate(self, pairs, beam_size=4, batch_size=64):
-        """pairs of (source text, reference text) -> BLEU, chrF, exact match, perplexity, and the hypotheses."""
-        hypotheses = [row[0][0] for row in self.translate([s for s, _ in pairs], beam_size, batch_size=batch_size)]
+    def evaluate(self, pairs, beam_size=4, batch_size=64, **options):
+        """pairs of (source text, reference text) -> BLEU, chrF, exact match, perplexity, and the hypotheses.
+        ``options`` are beam search's (``replace_unk``, ``normalize``, ...)."""
+        hypotheses = [row[0][0] for row in self.translate([s for s, _ in pairs], beam_size, batch_size=batch_size,
+                                                          **options)]
         references = [t for _, t in pairs]
         tokenize = "zh" if self.tgt_tokenizer.kind == "char" else "13a"
         lower = self.tgt_tokenizer.lowercase              # a lower-cased model is scored case-insensitively

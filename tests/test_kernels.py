@@ -44,3 +44,13 @@ def test_the_switch(reference_only):
     assert not kernels.enabled()
     kernels.enable(True)
     assert kernels.enabled()
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(numpy.float64, 1e-12), (numpy.float32, 1e-5)])
+def test_fused_adam_matches_the_reference_on_the_parallel_path(dtype, tolerance):
+    from minis2s.kernels.optim import PARALLEL_FROM
+    shapes = [(PARALLEL_FROM // 100 + 7, 100), (3,)]                    # one tensor above the threshold
+    fast, _ = _run_adam(dtype, shapes, 0.01, 3, True)
+    slow, _ = _run_adam(dtype, shapes, 0.01, 3, False)
+    for k in fast:
+        numpy.testing.assert_allclose(fast[k], slow[k], rtol=tolerance, atol=tolerance)
