@@ -12,12 +12,14 @@ import numba
 import numpy
 
 
-PARALLEL_FROM = 1 << 16      # below this many elements, starting threads costs more than it saves
+FUSED_FROM = 1 << 16     # smaller tensors keep the reference path: there NumPy's few passes cost less than a call
 
 
-def _adam_body(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps,
-               weight_decay):
-    for i in numba.prange(p.shape[0]):
+@numba.njit(cache=True)
+def _adam(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps, weight_decay):
+    # serial on purpose: Numba's parallel threads spin after a parallel region and slow the BLAS
+    # threads of the next matrix product on a 2-core machine (measured: -40% at the small config)
+    for i in range(p.shape[0]):
         gi = g[i] + weight_decay * p[i]
         mi = beta1 * m[i] + one_minus_beta1 * gi
         vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
@@ -26,23 +28,16 @@ def _adam_body(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_b
         p[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_c2 + eps)
 
 
-_adam_parallel = numba.njit(parallel=True, cache=True)(_adam_body)
-# prange runs as a plain range here. Not cached: Numba keys its on-disk cache by the Python function,
-# not by the ``parallel`` flag, so two cached dispatchers of one function could load each other's code.
-_adam_serial = numba.njit(_adam_body)
-
-
 def adam_update(p, g, m, v, step_size, beta1, beta2, correction2, eps, weight_decay):
     """In place on NumPy arrays of one parameter (any shape, C-contiguous)."""
     dtype = p.dtype.type
     # 1 - beta is formed in double precision, as the reference does (float32(1) - float32(0.999) is not
     # float32(0.001): 1.3e-5 apart)
-    kernel = _adam_parallel if p.size >= PARALLEL_FROM else _adam_serial
-    kernel(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), dtype(step_size), dtype(beta1),
+    _adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), dtype(step_size), dtype(beta1),
           dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2), dtype(1.0 / math.sqrt(correction2)), dtype(eps),
           dtype(weight_decay))
 
 
 def supports(*arrays):
-    """The kernels run on contiguous NumPy float arrays only (CuPy keeps the reference path)."""
-    return all(type(a) is numpy.ndarray and a.flags.c_contiguous for a in arrays)
+    """Large contiguous NumPy float arrays only (CuPy, and small tensors, keep the reference path)."""
+    return all(type(a) is numpy.ndarray and a.flags.c_contiguous and a.size >= FUSED_FROM for a in arrays)

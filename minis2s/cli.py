@@ -107,8 +107,11 @@ def add_train(commands):
                           default="constant", help="scheduled sampling: how teacher forcing decays")
     training.add_argument("--schedule-k", type=float, default=0.0)
     training.add_argument("--time-limit", type=_seconds, default=600.0,
-                          help="stop training after this long (600, 90s, 10m, 1h; 0: no limit; default 10m)")
+                          help="stop after this much training time, validation not counted (600, 90s, 10m, 1h; "
+                               "0: no limit; default 10m)")
     training.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: epochs)")
+    training.add_argument("--eval-every", type=int, default=500,
+                          help="steps between validations (loss, BLEU) for the curves (0: at epoch ends)")
     training.add_argument("--resume", action="store_true", help="continue the run saved in --out (last.npz)")
     output = parser.add_argument_group("output")
     output.add_argument("--beam", type=_positive(int), default=4, help="beam size for the final test")
@@ -175,7 +178,8 @@ def cmd_train(args):
                          warmup_steps=args.warmup_steps, decay_every=args.decay_every, decay_gamma=args.decay_gamma,
                          plateau_patience=args.plateau_patience, early_stopping=args.early_stopping,
                          schedule=args.schedule, schedule_k=args.schedule_k, seed=args.seed,
-                         time_limit=args.time_limit, checkpoint_every=args.checkpoint_every)
+                         time_limit=args.time_limit, checkpoint_every=args.checkpoint_every,
+                         eval_every=args.eval_every)
     valid_text = None
     if args.valid_bleu and corpus.valid:
         # the same held-out pairs, as text, for a BLEU curve (greedy, cheap)

@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     time_limit: float = 0.0             # seconds of training before stopping at the next step; 0: none
     checkpoint_every: int = 0           # steps between checkpoints within an epoch; 0: at epoch ends only
+    eval_every: int = 0                 # steps between validations within an epoch; 0: at epoch ends only
     bucket: bool = True
 
     def __post_init__(self):
@@ -197,33 +198,40 @@ class Trainer:
         return self.history
 
     def _run(self):
+        """``elapsed`` counts training steps only (not validation or checkpoint writing): the time limit
+        is on training time, whatever the evaluation costs."""
         config = self.config
-        started = time.perf_counter() - self.elapsed
         while self.epoch < config.epochs:
             batches = make_batches(self.train_pairs, config.batch_size, config.seed, self.epoch, config.bucket)
             bar = self._bar(len(batches))
-            tokens, window_start = 0, time.perf_counter()
+            tokens, seconds = 0, 0.0
             while self.batch_index < len(batches):
                 batch = batch_of(self.train_pairs, batches[self.batch_index])
+                started = time.perf_counter()
                 loss = self.train_step(batch)
+                took = time.perf_counter() - started
+                self.elapsed += took
+                seconds += took
                 self.batch_index += 1
                 tokens += batch.num_tokens
-                self.elapsed = time.perf_counter() - started
                 if bar is not None:
-                    rate = tokens / max(time.perf_counter() - window_start, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", lr=f"{self.optimizer.lr:.2g}")
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(seconds, 1e-9):,.0f}",
+                                    lr=f"{self.optimizer.lr:.2g}")
                     bar.update(1)
-                if config.checkpoint_every and self.step % config.checkpoint_every == 0:
-                    self.save()
                 if config.time_limit and self.elapsed >= config.time_limit:
                     break
+                if config.eval_every and self.step % config.eval_every == 0 and self.batch_index < len(batches):
+                    self._record(tokens, seconds, self.epoch + self.batch_index / len(batches))
+                elif config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self.save()
             if bar is not None:
                 bar.close()
             stop_for_time = bool(config.time_limit and self.elapsed >= config.time_limit)
+            position = self.epoch + self.batch_index / len(batches)
             finished_epoch = self.batch_index >= len(batches)
             if finished_epoch:
                 self.epoch, self.batch_index = self.epoch + 1, 0
-            improved = self._end_epoch(tokens, window_start, partial=not finished_epoch)
+            improved = self._end_epoch(tokens, seconds, position)
             if stop_for_time:
                 self.log(f"time limit of {config.time_limit:.0f} s reached after {self.step} steps")
                 break
@@ -234,9 +242,22 @@ class Trainer:
             params, _, _ = checkpoint.load(self.path("model.npz"))
             self.model.load_state_dict(params, where=self.path("model.npz"))
 
-    def _end_epoch(self, tokens, window_start, partial):
-        seconds = time.perf_counter() - window_start
-        record = dict(epoch=self.epoch if not partial else self.epoch + 0.5, step=self.step,
+    def _end_epoch(self, tokens, seconds, position):
+        """Validation at the end of an epoch (or where training stops): also drives the learning-rate
+        schedule and early stopping."""
+        record, improved = self._record(tokens, seconds, position)
+        if self.valid_pairs:
+            if not improved:
+                self.bad_epochs += 1
+            self.schedule.on_epoch_end(self.epoch, record["valid_loss"])
+        else:
+            self.schedule.on_epoch_end(self.epoch)
+        return improved
+
+    def _record(self, tokens, seconds, position):
+        """Validation loss, perplexity (and the ``evaluate`` callback's scores) at ``position`` (in epochs);
+        keeps ``model.npz`` when the validation loss improved; writes ``last.npz``."""
+        record = dict(epoch=round(position, 3), step=self.step,
                       train_loss=float(numpy.mean(self.step_losses[-50:])) if self.step_losses else None,
                       tokens_per_s=tokens / max(seconds, 1e-9), elapsed=self.elapsed, lr=self.optimizer.lr)
         improved = False
@@ -246,15 +267,10 @@ class Trainer:
             improved = valid < self.best_loss
             if improved:
                 self.best_loss, self.bad_epochs = valid, 0
-            else:
-                self.bad_epochs += 1
-            self.schedule.on_epoch_end(self.epoch, valid)
-        else:
-            self.schedule.on_epoch_end(self.epoch)
         if self.evaluate is not None:
             record.update(self.evaluate(self.model))
         self.history.append(record)
-        self.log("epoch {epoch}: step {step}, train loss {train}, valid loss {valid}, ppl {ppl}, {rate:,.0f} tok/s"
+        self.log("epoch {epoch:g}: step {step}, train loss {train}, valid loss {valid}, ppl {ppl}, {rate:,.0f} tok/s"
                  .format(epoch=record["epoch"], step=self.step, train=_fmt(record["train_loss"]),
                          valid=_fmt(record.get("valid_loss")), ppl=_fmt(record.get("valid_ppl")),
                          rate=record["tokens_per_s"])
@@ -262,7 +278,7 @@ class Trainer:
         if improved or not self.valid_pairs:
             self.save("model.npz")
         self.save()
-        return improved
+        return record, improved
 
     def _bar(self, total):
         if not self.progress:
