@@ -214,8 +214,9 @@ def cmd_train(args):
 
     if corpus.test_text:
         scores, hypotheses = translator.evaluate(corpus.test_text, beam_size=args.beam)
-        for (source, reference), output in list(zip(corpus.test_text, hypotheses))[:args.samples]:
-            print(f"  {source}\n    -> {output}\n    (reference: {reference})")
+        for index in _sample_indices(corpus.test_text, args.samples):
+            source, reference = corpus.test_text[index]
+            print(f"  {source}\n    -> {hypotheses[index]}\n    (reference: {reference})")
         print(f"test ({len(corpus.test_text):,} held-out pairs, beam {args.beam}): {_score_line(scores)}")
         with open(os.path.join(args.out, "test_scores.json"), "w", encoding="utf-8") as stream:
             json.dump(dict(scores, train_seconds=trained_for, steps=trainer.step), stream, indent=1)
@@ -227,6 +228,16 @@ def cmd_train(args):
         print(f"pictures: {args.out}/training_curves.png" + (", attention.png" if model.attention != "none" else ""))
     print(f"total {(time.perf_counter() - started) / 60:.1f} min; translate with: minis2s translate --model {args.out}")
     return 0
+
+
+def _sample_indices(pairs, count):
+    """Up to ``count`` indices spread evenly over ``pairs``, each with a different source sentence."""
+    chosen, seen = [], set()
+    for index in range(0, len(pairs), max(len(pairs) // max(count, 1), 1)):
+        if len(chosen) < count and pairs[index][0] not in seen:
+            chosen.append(index)
+            seen.add(pairs[index][0])
+    return chosen
 
 
 def _score_line(scores):

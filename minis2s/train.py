@@ -124,7 +124,11 @@ class Trainer:
             raise ValueError("no training pairs")
         self.model, self.train_pairs, self.valid_pairs = model, train_pairs, valid_pairs
         self.config, self.out_dir, self.meta = config, out_dir, dict(meta or {})
-        self.evaluate, self.progress, self.log = evaluate, progress, log
+        self.evaluate, self.progress = evaluate, progress
+        if log is print and progress:
+            from tqdm import tqdm
+            log = tqdm.write                          # a line of its own, not into the progress bar
+        self.log = log
         self.optimizer = OPTIMIZERS[config.optimizer](model.params, model.grads, lr=config.lr,
                                                       weight_decay=config.weight_decay,
                                                       **({"momentum": config.momentum} if config.optimizer == "sgd"
