@@ -27,16 +27,11 @@ Backward through time walks the steps in reverse, carrying dstate:
 from typing import NamedTuple
 
 from .. import backend
+from ..loss import length_mask
 from . import init
 from .layers import dropout_backward, dropout_forward
 from .module import Module
 from .rnn_cells import CELLS
-
-
-def length_mask(lengths, steps):
-    """(T, B) boolean: True where t < lengths[b]."""
-    xp = backend.array_module(lengths)
-    return xp.arange(steps)[:, None] < lengths[None, :]
 
 
 def reverse_index(lengths, steps):
