@@ -180,10 +180,7 @@ def cmd_train(args):
                          schedule=args.schedule, schedule_k=args.schedule_k, seed=args.seed,
                          time_limit=args.time_limit, checkpoint_every=args.checkpoint_every,
                          eval_every=args.eval_every)
-    valid_text = None
-    if args.valid_bleu and corpus.valid:
-        # the same held-out pairs, as text, for a BLEU curve (greedy, cheap)
-        valid_text = _valid_text(pairs, corpus, args)[:args.valid_bleu]
+    valid_text = corpus.valid_text[:args.valid_bleu]       # a BLEU curve on held-out text (greedy, cheap)
 
     def validation_bleu(trained):
         sources = [corpus.src_vocab.encode(corpus.src_tokenizer.tokenize(s)) for s, _ in valid_text]
@@ -245,19 +242,6 @@ def _score_line(scores):
         if scores["case_insensitive"] else ""
     return (f"BLEU {scores['bleu']:.1f}{case}, chrF {scores['chrf']:.1f}, exact match {scores['exact_match']:.1f}%, "
             f"perplexity {scores['perplexity']:.2f}")
-
-
-def _valid_text(pairs, corpus, args):
-    """The validation pairs as text (prepare keeps only the test text): re-derived from the same split."""
-    from .data import split_by_source
-    kept = []
-    for source, target in pairs:
-        s, t = corpus.src_tokenizer.tokenize(source), corpus.tgt_tokenizer.tokenize(target)
-        if s and t and (not args.max_len or (len(s) <= args.max_len and len(t) <= args.max_len)):
-            kept.append((source, target))
-    _, valid, _ = split_by_source(kept, min(args.valid_size, len(kept) // 10), min(args.test_size, len(kept) // 10),
-                                  args.seed)
-    return [kept[i] for i in valid]
 
 
 def _heatmap(translator, text, path, beam):

@@ -226,6 +226,7 @@ class Corpus(NamedTuple):
     train: list       # (source ids, target ids) pairs
     valid: list
     test: list
+    valid_text: list  # (source text, target text) of the validation pairs, for a BLEU curve
     test_text: list   # (source text, target text) of the test pairs, for BLEU on detokenised text
     src_vocab: Vocab
     tgt_vocab: Vocab
@@ -277,5 +278,5 @@ def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=Non
     def encode(indices):
         return [(src_vocab.encode(tokenized[i][0]), tgt_vocab.encode(tokenized[i][1])) for i in indices]
 
-    return Corpus(encode(train_idx), encode(valid_idx), encode(test_idx), [texts[i] for i in test_idx],
-                  src_vocab, tgt_vocab, src_tok, tgt_tok)
+    return Corpus(encode(train_idx), encode(valid_idx), encode(test_idx), [texts[i] for i in valid_idx],
+                  [texts[i] for i in test_idx], src_vocab, tgt_vocab, src_tok, tgt_tok)

@@ -92,7 +92,6 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     history_tokens, history_back, history_attention = [], [], []
     finished = [[] for _ in range(size)]
     done = numpy.zeros(size, dtype=bool)
-    vocab = None
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)
         logp = _forbid(backend.to_numpy(logp).astype(numpy.float64), step, min_length)
@@ -144,20 +143,26 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     return results
 
 
-def _backtrack(history_tokens, history_back, history_attention, b, j, logprob, ended, normalize, alpha):
-    """Follow the back-pointers from beam j of sentence b at the last step to the first."""
-    words, rows = [], []
-    for t in reversed(range(len(history_tokens))):
-        words.append(int(history_tokens[t][b, j]))
-        if history_attention[t] is not None:
-            rows.append(history_attention[t][b, history_back[t][b, j]])
+def _path(history_back, b, j):
+    """The beam index, at every step from the first, of the hypothesis now in beam j of sentence b
+    (following the back-pointers from the last step to the first)."""
+    beams = []
+    for t in reversed(range(len(history_back))):
+        beams.append(j)
         j = history_back[t][b, j]
-    words.reverse()
-    rows.reverse()
+    return beams[::-1]
+
+
+def _backtrack(history_tokens, history_back, history_attention, b, j, logprob, ended, normalize, alpha):
+    """The finished Hypothesis now in beam j of sentence b."""
+    beams = _path(history_back, b, j)
+    words = [int(history_tokens[t][b, beam]) for t, beam in enumerate(beams)]
     length = len(words)
     if ended:
         words = words[:-1]
-    attention = numpy.stack(rows) if rows else None
+    attention = None
+    if history_attention[0] is not None:      # step t ran on the parent beam of the word chosen at t
+        attention = numpy.stack([history_attention[t][b, history_back[t][b, beam]] for t, beam in enumerate(beams)])
     return Hypothesis(words, float(logprob) / length_penalty(length, normalize, alpha), float(logprob), attention)
 
 
@@ -165,17 +170,13 @@ def _block_repeats(logp, history_tokens, history_back, n, k):
     """Forbid any word that would complete an n-gram already in the beam's own translation."""
     if len(history_tokens) < n - 1:
         return
-    size = len(history_tokens[0]) if history_tokens else 0
+    size = logp.shape[0] // k
     for b in range(size):
         for j in range(k):
             row = b * k + j
             if not numpy.isfinite(logp[row]).any():
                 continue
-            words, jj = [], j
-            for t in reversed(range(len(history_tokens))):
-                words.append(int(history_tokens[t][b, jj]))
-                jj = history_back[t][b, jj]
-            words.reverse()
+            words = [int(history_tokens[t][b, beam]) for t, beam in enumerate(_path(history_back, b, j))]
             if len(words) < n - 1:
                 continue
             prefix = tuple(words[len(words) - n + 1:]) if n > 1 else ()
