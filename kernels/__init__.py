@@ -31,4 +31,4 @@ def enabled():
     return _enabled
 
 
-from . import optim  # noqa: E402  (after the switch, which the kernels' users read)
+from . import optim  # noqa: E402, F401  (the kernels, reached as minis2s.kernels.optim)

@@ -94,15 +94,13 @@ class EncoderCache(NamedTuple):
 
 
 class ForwardCache(NamedTuple):
-    batch: object
     encoded: Encoded
     encoder: EncoderCache
     emb: object               # (T, B, E) target embeddings after dropout
     tokens: object            # (T, B) the decoder's input tokens (reference or guessed)
     emb_mask: object          # (T, B, E) dropout mask or None
     steps: list               # T decoder StepCaches
-    outputs: object           # (T, B, H) o_t
-    out_cache: object         # the projection's cache
+    out_cache: object         # the projection's cache (it holds o_t, (T, B, H))
     weights: object           # (T, S, B) attention weights or None
 
 
@@ -210,19 +208,18 @@ class Seq2Seq(Module):
         decoder = self.decoder
         encoded, enc_cache = self.encode(batch.src, batch.src_lengths, train)
         steps, size = batch.tgt_in.shape
-        W_out, b_out = decoder.out.params["weight"], decoder.out.params["bias"]
         guided = ratio >= 1.0 or not train                  # every input is the reference token
 
         if guided:
             tokens = batch.tgt_in
-            emb, emb_cache = self.tgt_embedding.forward(tokens)
+            emb, _ = self.tgt_embedding.forward(tokens)      # backward needs only the tokens
             emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
             xw_emb = decoder.embedding_projection(emb)       # (T, B, G*H) for every step at once
         else:
             tokens = xp.empty_like(batch.tgt_in)
             emb = xp.empty((steps, size, decoder.emb_size), dtype=self.dtype)
             emb_mask = xp.empty_like(emb) if train and self.dropout > 0 else None
-            logits = xp.empty((steps, size, W_out.shape[0]), dtype=self.dtype)
+            logits = xp.empty((steps, size, decoder.out.params["weight"].shape[0]), dtype=self.dtype)
 
         state, feed = encoded.state, None
         if decoder.input_feeding:
@@ -248,15 +245,14 @@ class Seq2Seq(Module):
                 xw_t, state, feed, encoded.context_vector, encoded.memory, encoded.projected, encoded.mask, train)
             if weights is not None:
                 weights[t] = step_weights
-            if not guided:
-                logits[t] = outputs[t] @ W_out.T + b_out
+            if not guided:                                   # the next step's guess needs these logits now
+                logits[t], _ = decoder.out.forward(outputs[t])
             step_caches.append(step_cache)
         if guided:
             logits, out_cache = decoder.out.forward(outputs)
         else:
             out_cache = LinearCache(outputs)                 # the projection already ran step by step
-        cache = ForwardCache(batch, encoded, enc_cache, emb, tokens, emb_mask, step_caches, outputs, out_cache,
-                             weights)
+        cache = ForwardCache(encoded, enc_cache, emb, tokens, emb_mask, step_caches, out_cache, weights)
         return logits, cache
 
     def backward(self, dlogits, cache):

@@ -24,9 +24,9 @@ import time
 
 import numpy
 
-from . import backend, checkpoint
+from . import checkpoint
 from .data import collate
-from .optim import OPTIMIZERS, Schedule, clip_grad_norm
+from .optim import OPTIMIZERS, SGD, Adam, Schedule, clip_grad_norm
 
 SCHEDULES = ("constant", "linear", "exponential", "inverse-sigmoid")
 
@@ -84,8 +84,10 @@ def teacher_forcing_ratio(config, base_ratio, step):
 
 
 def make_batches(pairs, batch_size, seed, epoch, bucket=True):
-    """Index lists, one per batch: shuffled by (seed, epoch); with ``bucket``, sorted by length within
-    pools of 50 batches, so each batch holds pairs of similar length, and the batches then shuffled."""
+    """Index lists, one per batch: shuffled by (seed, epoch); with ``bucket``, sorted within pools of
+    50 batches by target length, then source length, so each batch holds pairs of similar length
+    (the target first: the decoder steps and the vocabulary projection, the costly part, run over the
+    target's padding), and the batches then shuffled."""
     rng = numpy.random.default_rng([seed, epoch])
     order = rng.permutation(len(pairs))
     batches = []
@@ -93,8 +95,7 @@ def make_batches(pairs, batch_size, seed, epoch, bucket=True):
     for start in range(0, len(order), pool):
         chunk = order[start:start + pool]
         if bucket:
-            chunk = sorted(chunk, key=lambda i: (len(pairs[i][1]), len(pairs[i][0])))   # target first: the
-            # output projection and the decoder's steps, the costly part, run over the target's padding
+            chunk = sorted(chunk, key=lambda i: (len(pairs[i][1]), len(pairs[i][0])))
         batches += [list(chunk[i:i + batch_size]) for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))] if bucket else batches
 
@@ -129,10 +130,11 @@ class Trainer:
             from tqdm import tqdm
             log = tqdm.write                          # a line of its own, not into the progress bar
         self.log = log
-        self.optimizer = OPTIMIZERS[config.optimizer](model.params, model.grads, lr=config.lr,
-                                                      weight_decay=config.weight_decay,
-                                                      **({"momentum": config.momentum} if config.optimizer == "sgd"
-                                                         else {}))
+        if config.optimizer == "sgd":
+            self.optimizer = SGD(model.params, model.grads, lr=config.lr, momentum=config.momentum,
+                                 weight_decay=config.weight_decay)
+        else:
+            self.optimizer = Adam(model.params, model.grads, lr=config.lr, weight_decay=config.weight_decay)
         self.schedule = Schedule(self.optimizer, config.warmup_steps, config.decay_every, config.decay_gamma,
                                  config.plateau_patience)
         self.base_ratio = model.teacher_forcing

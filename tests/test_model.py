@@ -5,8 +5,7 @@ import numpy
 import pytest
 
 import minis2s
-from minis2s import backend, checks, data
-from minis2s.loss import cross_entropy
+from minis2s import checks, data
 from conftest import assert_checked, host
 
 ATTENTION_OPTIONS = [("none", False), ("bahdanau", False), ("luong-dot", False), ("luong-dot", True),

@@ -16,9 +16,25 @@ h^top the hidden state of the top layer, K the encoder outputs):
 z is the context vector: the top layer of the bridged encoder state, fed at every step (the d2l design).
 
 The input side of the first layer, x_t W_ih^T, splits into the embedding's part, which can be computed
-for every step at once, and the rest (c_t, a_t-1, z), computed at each step. The backward of a step
-runs these lines in reverse; the weight gradients of the cell stack are taken after the time loop,
-one matrix product per weight, from the per-step gate gradients the steps return.
+for every step at once, and the rest (c_t, a_t-1, z), computed at each step.
+
+Backward of step t, walking t = T..1 (do_t arrives from the projection, dlogits_t W_out; the carried
+gradients ds_t, da_t, from step t+1, start at zero):
+
+    luong:   da_t  = do_t + da_t(carried)                 a_t was also step t+1's input (input feeding)
+             dpre  = da_t * (1 - a_t^2)                   a_t = tanh(pre)
+             dW_c += dpre^T [c_t ; h^top_t],   [dc_t ; dh^top_t] = dpre W_c
+             dh^top_t += dquery                           from the attention's backward of dc_t
+    else:    dh^top_t = do_t
+    layer k = top..0:   cell backward of (dh^k_t + ds^k_t)  ->  dxw^k, dgh^k, ds^k_t-1
+                        dh^(k-1)_t = dropout'(dxw^k W_ih^k)    (layer k's input was h^(k-1)_t)
+    layer 0 extras:     [dc_t ; da_t-1 ; dz] = dxw^0 W_ih^0[:, E:]
+    bahdanau:           dh^top_t-1 += dquery             from the attention's backward of dc_t
+    carried to t-1:     ds_t-1, da_t-1;   dz and the attention's dK, dKW summed over all steps
+
+After the loop the cell stack's weight gradients are one matrix product each over all steps
+(dW_ih^k += dXW^k^T X^k, dW_hh^k += dGH^k^T H^k_prev), and de = dXW^0 W_ih^0[:, :E] goes to the
+embedding's scatter-add.
 """
 from typing import NamedTuple
 
@@ -34,8 +50,7 @@ class StepCache(NamedTuple):
     h_prev: list              # [k] (B, H): the state entering layer k
     cell_caches: list         # [k] the cell's step cache
     drop_masks: list          # [k] dropout mask on layer k's input (None for k = 0)
-    attention: object         # AttentionCache or None
-    query: object             # (B, H) the query the attention saw
+    attention: object         # AttentionCache or None (it holds the query it saw)
     combine: object           # luong: ([c; h] (B, M+H), a (B, H)); else None
     out_mask: object          # dropout mask on o_t or None
 
@@ -86,11 +101,10 @@ class Decoder(Module):
         """
         xp = backend.array_module(xw_emb)
         rnn, cell = self.rnn, self.rnn.cell
-        attention_cache, query, context, weights = None, None, None, None
+        attention_cache, weights = None, None
         extras = []
-        if self.attention_kind == "bahdanau":
-            query = state[0][-1]
-            context, attention_cache = self.attention.forward(query, memory, projected, mask)
+        if self.attention_kind == "bahdanau":                           # queried by h^top_t-1
+            context, attention_cache = self.attention.forward(state[0][-1], memory, projected, mask)
             weights = attention_cache.weights
             extras.append(context)
         if self.input_feeding:
@@ -119,15 +133,14 @@ class Decoder(Module):
 
         output, combine = x, None
         if self.combine is not None:                                   # Luong: attend with h_t, then combine
-            query = x
-            context, attention_cache = self.attention.forward(query, memory, projected, mask)
+            context, attention_cache = self.attention.forward(x, memory, projected, mask)
             weights = attention_cache.weights
             joined = xp.concatenate([context, x], axis=1)
             output = xp.tanh(joined @ self.combine.params["weight"].T)  # a_t = tanh(W_c [c_t; h_t])
             combine = (joined, output)
         new_feed = output if self.input_feeding else None
         dropped, out_mask = dropout_forward(output, self.dropout, self.rng, train)
-        cache = StepCache(layer_inputs, h_prev, cell_caches, drop_masks, attention_cache, query, combine, out_mask)
+        cache = StepCache(layer_inputs, h_prev, cell_caches, drop_masks, attention_cache, combine, out_mask)
         return dropped, new_state, new_feed, weights, cache
 
     def step_backward(self, doutput, dstate, dfeed, cache, memory):

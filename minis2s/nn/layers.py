@@ -94,7 +94,6 @@ def embedding_forward(weight, ids):
 
 def embedding_backward(dout, cache, dweight, padding_idx=None):
     """Scatter-add the rows of dout (..., E) into dweight (V, E), in place."""
-    xp = backend.array_module(dout)
     ids = cache.ids.reshape(-1)
     rows = dout.reshape(ids.shape[0], -1)
     if padding_idx is not None:

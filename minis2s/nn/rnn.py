@@ -26,6 +26,8 @@ Backward through time walks the steps in reverse, carrying dstate:
 """
 from typing import NamedTuple
 
+import numpy
+
 from .. import backend
 from ..loss import length_mask
 from . import init
@@ -232,7 +234,7 @@ class Recurrent(Module):
 
 
 def _stack_orthogonal(gates, hidden, rng):
-    import numpy
+    """One orthogonal (H, H) block per gate, stacked: (G*H, H)."""
     return numpy.concatenate([init.orthogonal((hidden, hidden), rng) for _ in range(gates)], axis=0)
 
 
