@@ -5,7 +5,14 @@
 
 Every kernel here has a parity test against the reference function it replaces.
 
-    optim.py    fused Adam update (one pass over p, g, m, v)
+    rnn.py        LSTM and GRU steps: the gate maths fused, forward and backward
+    attention.py  masked softmax + context, its backward, Bahdanau's score backward
+    loss.py       log-softmax + masked cross-entropy + its gradient, in three passes
+    embedding.py  the embedding gradient's scatter-add
+    optim.py      fused Adam update (one pass over p, g, m, v)
+
+Numba's scalar tanh/exp are not vectorised here (no SVML: 16 ns a tanh against NumPy's 0.5 ns), so
+the kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around them.
 """
 import os
 
@@ -31,4 +38,4 @@ def enabled():
     return _enabled
 
 
-from . import optim  # noqa: E402, F401  (the kernels, reached as minis2s.kernels.optim)
+from . import attention, embedding, loss, optim, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)

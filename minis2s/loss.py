@@ -18,7 +18,7 @@ their logits or targets are. Reductions:
     "sequence"  a (B,) vector, each sequence's summed loss; dlogits is the gradient of the sum
                 of that vector.
 """
-from . import backend
+from . import backend, kernels
 
 REDUCTIONS = ("mean", "sum", "sequence")
 
@@ -50,27 +50,34 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
         count, scale = None, 1.0
     weight = xp.where(mask, scale, 0.0).astype(logits.dtype)         # (T, B): each token's share of the loss
 
-    # log-softmax with the maximum subtracted: exp never overflows, even for logits of 1e4
-    shifted = logits - logits.max(axis=-1, keepdims=True)            # a - max a
-    target_shifted = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0]
-    mean_shifted = shifted.mean(axis=-1) if label_smoothing > 0.0 else None
-    probs = xp.exp(shifted, out=shifted)                             # in place: becomes dlogits below
-    total = probs.sum(axis=-1)
-    log_norm = xp.log(total)                                         # log sum_v exp(a_v - max a)
-    token_loss = -(1.0 - label_smoothing) * (target_shifted - log_norm)      # -(1-e) log p_y
-    if label_smoothing > 0.0:
-        token_loss = token_loss - label_smoothing * (mean_shifted - log_norm)  # - e/V sum_v log p_v
-    token_loss = xp.where(mask, token_loss, 0.0)                     # (T, B)
+    if kernels.enabled() and kernels.loss.supports(logits):          # the fused twin: kernels/loss.py
+        token_loss, dlogits = kernels.loss.cross_entropy_rows(
+            logits.reshape(-1, vocab), safe_targets.reshape(-1), mask.reshape(-1), weight.reshape(-1),
+            label_smoothing)
+        token_loss = token_loss.reshape(steps, batch).astype(logits.dtype)
+        dlogits = dlogits.reshape(logits.shape)
+    else:
+        # log-softmax with the maximum subtracted: exp never overflows, even for logits of 1e4
+        shifted = logits - logits.max(axis=-1, keepdims=True)            # a - max a
+        target_shifted = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0]
+        mean_shifted = shifted.mean(axis=-1) if label_smoothing > 0.0 else None
+        probs = xp.exp(shifted, out=shifted)                             # in place: becomes dlogits below
+        total = probs.sum(axis=-1)
+        log_norm = xp.log(total)                                         # log sum_v exp(a_v - max a)
+        token_loss = -(1.0 - label_smoothing) * (target_shifted - log_norm)      # -(1-e) log p_y
+        if label_smoothing > 0.0:
+            token_loss = token_loss - label_smoothing * (mean_shifted - log_norm)  # - e/V sum_v log p_v
+        token_loss = xp.where(mask, token_loss, 0.0)                     # (T, B)
 
-    # dloss/dlogits = weight * (p - q), fused: normalise and weigh the exponentials in one pass
-    probs *= (weight / total)[..., None]
-    dlogits = probs
-    flat = dlogits.reshape(-1, vocab)
-    flat[xp.arange(flat.shape[0]), safe_targets.reshape(-1)] -= (weight * (1.0 - label_smoothing)).reshape(-1)
-    if label_smoothing > 0.0:
-        dlogits -= (weight * (label_smoothing / vocab))[..., None]
-    if not bool(mask.all()):
-        dlogits[~mask] = 0.0                                         # exactly zero, even where padded logits were inf
+        # dloss/dlogits = weight * (p - q), fused: normalise and weigh the exponentials in one pass
+        probs *= (weight / total)[..., None]
+        dlogits = probs
+        flat = dlogits.reshape(-1, vocab)
+        flat[xp.arange(flat.shape[0]), safe_targets.reshape(-1)] -= (weight * (1.0 - label_smoothing)).reshape(-1)
+        if label_smoothing > 0.0:
+            dlogits -= (weight * (label_smoothing / vocab))[..., None]
+        if not bool(mask.all()):
+            dlogits[~mask] = 0.0                                         # exactly zero, even where padded logits were inf
 
     if reduction == "mean":
         loss = float(token_loss.sum()) / count

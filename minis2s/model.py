@@ -271,14 +271,10 @@ class Seq2Seq(Module):
                for _ in range(rnn.num_layers)]
         dgh = [xp.empty_like(d) for d in dxw]
         for t in reversed(range(steps)):
-            step_dxw, step_dgh, dextras, dstate, dmem_t, dproj_t = decoder.step_backward(
-                doutputs[t], dstate, dfeed, cache.steps[t], encoded.memory)
+            step_dxw, step_dgh, dextras, dstate = decoder.step_backward(
+                doutputs[t], dstate, dfeed, cache.steps[t], encoded.memory, dmemory, dprojected)
             for k in range(rnn.num_layers):
                 dxw[k][t], dgh[k][t] = step_dxw[k], step_dgh[k]
-            if dmem_t is not None:
-                dmemory += dmem_t
-            if dproj_t is not None:
-                dprojected += dproj_t
             if dextras is not None:
                 dfeed, dz = decoder.split_extras(dextras)
                 if dz is not None:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy
 
-from .. import backend
+from .. import backend, kernels
 from . import init
 from .module import Module
 
@@ -84,41 +84,53 @@ class Attention(Module):
         xp = backend.array_module(query)
         aux = None
         if self.kind == "bahdanau":
-            aux = xp.tanh(projected + query @ self.params["W_q"].T)      # (S, B, A)
+            aux = projected + query @ self.params["W_q"].T
+            xp.tanh(aux, out=aux)                                         # t (S, B, A), in place
             scores = aux @ self.params["v"]                               # (S, B)
         elif self.kind == "luong-dot":
             scores = (memory * query).sum(axis=-1)
         else:
             aux = query @ self.params["W_a"].T                            # u = W_a q, (B, M)
             scores = (memory * aux).sum(axis=-1)
-        weights = masked_softmax(scores, mask)
-        context = (weights[:, :, None] * memory).sum(axis=0)
+        if kernels.enabled() and kernels.attention.supports(scores, memory):   # fused: kernels/attention.py
+            weights, context = kernels.attention.softmax_context(scores, mask, memory)
+        else:
+            weights = masked_softmax(scores, mask)
+            context = (weights[:, :, None] * memory).sum(axis=0)
         return context, AttentionCache(query, weights, aux)
 
-    def backward(self, dcontext, cache, memory):
-        """dcontext (B, M) -> dquery (B, Q), dmemory (S, B, M), dprojected (S, B, A) or None."""
+    def backward(self, dcontext, cache, memory, dmemory, dprojected=None):
+        """dcontext (B, M) -> dquery (B, Q); adds this step's dK into dmemory (S, B, M) and, for bahdanau,
+        dKW into dprojected (S, B, A): both are sums over all decoder steps."""
         weights = cache.weights
-        dweights = (memory * dcontext).sum(axis=-1)                       # c = sum alpha_s k_s
-        dmemory = weights[:, :, None] * dcontext
-        dscores = weights * (dweights - (weights * dweights).sum(axis=0))  # through the softmax
-        dprojected = None
+        fast = kernels.enabled() and kernels.attention.supports(dcontext, memory, dmemory)
+        if fast:                                                          # fused: kernels/attention.py
+            dscores = kernels.attention.context_backward(dcontext, weights, memory, dmemory)
+        else:
+            dweights = (memory * dcontext).sum(axis=-1)                   # c = sum alpha_s k_s
+            dmemory += weights[:, :, None] * dcontext
+            dscores = weights * (dweights - (weights * dweights).sum(axis=0))  # through the softmax
         if self.kind == "bahdanau":
             t = cache.aux
-            self.grads["v"] += (t * dscores[:, :, None]).sum(axis=(0, 1))  # e = t v
-            dpre = dscores[:, :, None] * self.params["v"] * (1 - t * t)     # through tanh
-            dprojected = dpre
-            dquery_projected = dpre.sum(axis=0)                             # W_q q is shared by all s
+            if fast:
+                dquery_projected = kernels.attention.bahdanau_backward(dscores, t, self.params["v"],
+                                                                       self.grads["v"], dprojected)
+            else:
+                self.grads["v"] += (t * dscores[:, :, None]).sum(axis=(0, 1))  # e = t v
+                dpre = dscores[:, :, None] * self.params["v"] * (1 - t * t)     # through tanh
+                dprojected += dpre
+                dquery_projected = dpre.sum(axis=0)                             # W_q q is shared by all s
             self.grads["W_q"] += dquery_projected.T @ cache.query
             dquery = dquery_projected @ self.params["W_q"]
         elif self.kind == "luong-dot":
             dquery = (dscores[:, :, None] * memory).sum(axis=0)            # e_s = k_s . q
-            dmemory = dmemory + dscores[:, :, None] * cache.query
+            dmemory += dscores[:, :, None] * cache.query
         else:
             du = (dscores[:, :, None] * memory).sum(axis=0)                # e_s = k_s . u
-            dmemory = dmemory + dscores[:, :, None] * cache.aux
+            dmemory += dscores[:, :, None] * cache.aux
             self.grads["W_a"] += du.T @ cache.query                        # u = W_a q
             dquery = du @ self.params["W_a"]
-        return dquery, dmemory, dprojected
+        return dquery
 
 
 def masked_softmax(scores, mask):

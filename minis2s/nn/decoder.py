@@ -143,18 +143,18 @@ class Decoder(Module):
         cache = StepCache(layer_inputs, h_prev, cell_caches, drop_masks, attention_cache, combine, out_mask)
         return dropped, new_state, new_feed, weights, cache
 
-    def step_backward(self, doutput, dstate, dfeed, cache, memory):
+    def step_backward(self, doutput, dstate, dfeed, cache, memory, dmemory=None, dprojected=None):
         """Backward of one step.
 
         doutput (B, H) the gradient of o_t (after dropout); dstate tuple of (L, B, H) from step t+1;
         dfeed (B, H) or None from step t+1's input. Returns dxw (list per layer, (B, G*H)), dgh (list),
-        the extras' gradient (B, extra) or None, dstate for step t-1, dmemory (S, B, M) or None,
-        dprojected or None. Adds into the attention's and the combine layer's gradients.
+        the extras' gradient (B, extra) or None, and dstate for step t-1. Adds into the attention's and
+        the combine layer's gradients, and (with attention) into the sums over steps dmemory (S, B, M)
+        and dprojected (S, B, A, bahdanau).
         """
         xp = backend.array_module(doutput)
         rnn, cell = self.rnn, self.rnn.cell
         doutput = dropout_backward(doutput, cache.out_mask)
-        dmemory, dprojected = None, None
         dtop = None
         if self.combine is not None:
             if dfeed is not None:
@@ -164,7 +164,7 @@ class Decoder(Module):
             self.combine.grads["weight"] += dpre.T @ joined
             djoined = dpre @ self.combine.params["weight"]
             dcontext, dtop = djoined[:, :self.memory_size], djoined[:, self.memory_size:]
-            dquery, dmemory, dprojected = self.attention.backward(dcontext, cache.attention, memory)
+            dquery = self.attention.backward(dcontext, cache.attention, memory, dmemory, dprojected)
             dtop = dtop + dquery                                            # the query was h_t
         else:
             dtop = doutput
@@ -184,9 +184,9 @@ class Decoder(Module):
             dextras = dxw[0] @ rnn.params["weight_ih_l0"][:, self.emb_size:]
             if self.attention_kind == "bahdanau":
                 dcontext = dextras[:, :self.memory_size]
-                dquery, dmemory, dprojected = self.attention.backward(dcontext, cache.attention, memory)
+                dquery = self.attention.backward(dcontext, cache.attention, memory, dmemory, dprojected)
                 dstate_prev[0][-1] += dquery                                # the query was h^top_t-1
-        return dxw, dgh, dextras, dstate_prev, dmemory, dprojected
+        return dxw, dgh, dextras, dstate_prev
 
     def split_extras(self, dextras):
         """(B, extra) -> (dfeed or None, dcontext_vector or None): the parts after the bahdanau context."""

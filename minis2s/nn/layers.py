@@ -24,7 +24,7 @@ Softmax over the last axis, with the maximum subtracted so that exp never overfl
 """
 from typing import NamedTuple
 
-from .. import backend
+from .. import backend, kernels
 from . import init
 from .module import Module
 
@@ -96,6 +96,9 @@ def embedding_backward(dout, cache, dweight, padding_idx=None):
     """Scatter-add the rows of dout (..., E) into dweight (V, E), in place."""
     ids = cache.ids.reshape(-1)
     rows = dout.reshape(ids.shape[0], -1)
+    if kernels.enabled() and kernels.embedding.supports(dweight, rows):    # kernels/embedding.py
+        kernels.embedding.scatter_add_rows(dweight, ids, rows, -1 if padding_idx is None else padding_idx)
+        return
     if padding_idx is not None:
         rows = rows * (ids != padding_idx)[:, None]  # the padding row learns nothing
     scatter_add_rows(dweight, ids, rows)

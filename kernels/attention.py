@@ -1,0 +1,119 @@
+"""Fused attention: the fast twins of ``minis2s.nn.attention`` (masked softmax, context, backward).
+
+Reference equations (attention.py), per sentence b, over source positions s:
+
+    alpha_s  = exp(e_s - max e) [s real] / sum over real s'          c = sum_s alpha_s k_s
+    dalpha_s = dc . k_s       dK_s = alpha_s dc       de_s = alpha_s (dalpha_s - sum_s' alpha_s' dalpha_s')
+    bahdanau: da_s = de_s v (1 - t_s^2),   dv += sum_s de_s t_s,   dq_projected = sum_s da_s
+
+The reference makes a (S, B, M) temporary for every product and a pass for every sum; here each is
+one loop that reads the memory once. The (S, B, A) tanh of Bahdanau's scores stays with NumPy (its
+tanh is vectorised, Numba's scalar one is 30x slower here), and so do the matrix products.
+"""
+import math
+
+import numba
+import numpy
+
+
+@numba.njit(cache=True)
+def _softmax_context(scores, mask, memory, weights, context):
+    steps, batch = scores.shape
+    for b in range(batch):
+        top = -numpy.inf
+        for s in range(steps):
+            if mask[s, b] and scores[s, b] > top:
+                top = scores[s, b]
+        total = 0.0
+        for s in range(steps):
+            w = math.exp(scores[s, b] - top) if mask[s, b] else 0.0
+            weights[s, b] = w
+            total += w
+        for s in range(steps):
+            weights[s, b] = weights[s, b] / total
+        for m in range(memory.shape[2]):
+            context[b, m] = 0.0
+        for s in range(steps):
+            w = weights[s, b]
+            if w != 0.0:
+                for m in range(memory.shape[2]):
+                    context[b, m] += w * memory[s, b, m]
+
+
+def softmax_context(scores, mask, memory):
+    """scores (S, B), mask (S, B), memory (S, B, M) -> weights alpha (S, B), context (B, M)."""
+    weights = numpy.empty_like(scores)
+    context = numpy.empty((memory.shape[1], memory.shape[2]), dtype=memory.dtype)
+    _softmax_context(scores, mask, memory, weights, context)
+    return weights, context
+
+
+@numba.njit(cache=True)
+def _dot(x, y):
+    """sum_m x[m] y[m] with four running sums, whose additions do not wait on one another."""
+    size = x.shape[0]
+    a0 = a1 = a2 = a3 = 0.0
+    m = 0
+    while m + 4 <= size:
+        a0 += x[m] * y[m]
+        a1 += x[m + 1] * y[m + 1]
+        a2 += x[m + 2] * y[m + 2]
+        a3 += x[m + 3] * y[m + 3]
+        m += 4
+    total = (a0 + a1) + (a2 + a3)
+    while m < size:
+        total += x[m] * y[m]
+        m += 1
+    return total
+
+
+@numba.njit(cache=True)
+def _context_backward(dcontext, weights, memory, dmemory, dscores):
+    steps, batch, size = memory.shape
+    for b in range(batch):
+        weighted = 0.0                                   # sum_s alpha_s dalpha_s
+        for s in range(steps):
+            w = weights[s, b]
+            for m in range(size):
+                dmemory[s, b, m] += w * dcontext[b, m]
+            dalpha = _dot(memory[s, b], dcontext[b])
+            dscores[s, b] = dalpha
+            weighted += w * dalpha
+        for s in range(steps):
+            dscores[s, b] = weights[s, b] * (dscores[s, b] - weighted)
+
+
+def context_backward(dcontext, weights, memory, dmemory):
+    """dcontext (B, M) -> dscores (S, B) through the softmax; adds dK = alpha dc into dmemory (S, B, M)."""
+    dscores = numpy.empty_like(weights)
+    _context_backward(dcontext, weights, memory, dmemory, dscores)
+    return dscores
+
+
+@numba.njit(cache=True)
+def _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected):
+    steps, batch, size = t.shape
+    for b in range(batch):
+        for a in range(size):
+            dquery_projected[b, a] = 0.0
+    for s in range(steps):
+        for b in range(batch):
+            de = dscores[s, b]
+            for a in range(size):
+                tt = t[s, b, a]
+                dv[a] += de * tt
+                d = de * v[a] * (1 - tt * tt)
+                dprojected[s, b, a] += d
+                dquery_projected[b, a] += d
+
+
+def bahdanau_backward(dscores, t, v, dv, dprojected):
+    """dscores (S, B), t = tanh(.) (S, B, A) -> dquery_projected (B, A); adds into dv and dprojected."""
+    dquery_projected = numpy.empty((t.shape[1], t.shape[2]), dtype=t.dtype)
+    _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected)
+    return dquery_projected
+
+
+def supports(*arrays):
+    """NumPy float arrays (CuPy keeps the reference path)."""
+    return all(type(a) is numpy.ndarray for a in arrays)
