@@ -1,8 +1,11 @@
 """Each fast kernel against the reference path it replaces."""
+import contextlib
+
 import numpy
 import pytest
 from hypothesis import given, strategies as st
 
+import minis2s
 from minis2s import kernels, optim
 
 
@@ -56,3 +59,194 @@ def test_fused_adam_matches_the_reference_on_large_tensors(dtype, tolerance):
     slow, _ = _run_adam(dtype, shapes, 0.01, 3, False)
     for k in fast:
         numpy.testing.assert_allclose(fast[k], slow[k], rtol=tolerance, atol=tolerance)
+
+
+# ----------------------------------------------------------------------------- the kernels of issue 6
+#
+# Each test runs the same call twice, kernels on and off, and compares. "Relative" here is relative to
+# the largest magnitude of the reference array (|fast - reference| <= tol * max|reference|): elementwise
+# relative error is meaningless where a gradient is a sum that cancels to nearly zero. A spy counts the
+# kernel's calls, so a dispatch that silently fell back to the reference could not pass.
+
+TOLERANCES = [(numpy.float64, 1e-12), (numpy.float32, 1e-5)]
+
+
+def assert_near(fast, reference, tolerance, what="", floor=1e-30):
+    """|fast - reference| <= tolerance * max(max|reference|, floor). The floor serves arrays that are
+    exactly zero in exact arithmetic (softmax gradients over one position): there the inputs' scale."""
+    fast, reference = numpy.asarray(fast, dtype=numpy.float64), numpy.asarray(reference, dtype=numpy.float64)
+    assert fast.shape == reference.shape, what
+    scale = max(float(numpy.abs(reference).max(initial=0.0)), floor)
+    worst = float(numpy.abs(fast - reference).max(initial=0.0))
+    assert worst <= tolerance * scale, f"{what}: {worst:.3e} > {tolerance:.0e} * {scale:.3e}"
+
+
+def both(function):
+    """function() with the kernels on, then off: (fast result, reference result)."""
+    results = []
+    for fast in (True, False):
+        kernels.enable(fast)
+        try:
+            results.append(function())
+        finally:
+            kernels.enable(True)
+    return results
+
+
+@contextlib.contextmanager
+def spying(module, *names):
+    """Within the block, count the calls of module.name for each name: yields {name: count}."""
+    calls = dict.fromkeys(names, 0)
+    originals = {name: getattr(module, name) for name in names}
+
+    def counter(name):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return originals[name](*args, **kwargs)
+        return counted
+    try:
+        for name in names:
+            setattr(module, name, counter(name))
+        yield calls
+    finally:
+        for name in names:
+            setattr(module, name, originals[name])
+
+
+def _normal(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@given(batch=st.integers(1, 5), hidden=st.integers(1, 9), seed=st.integers(0, 1000))
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_step_kernels_match_the_reference(cell, dtype, tolerance, batch, hidden, seed):
+    from minis2s.nn import rnn_cells
+    rng = numpy.random.default_rng(seed)
+    gates = 4 if cell == "lstm" else 3
+    xw = _normal(rng, (batch, gates * hidden), dtype, 2.0)
+    h = _normal(rng, (batch, hidden), dtype)
+    c = _normal(rng, (batch, hidden), dtype)
+    W_hh = _normal(rng, (gates * hidden, hidden), dtype, 0.5)
+    b_hh = _normal(rng, (gates * hidden,), dtype)
+    dh = _normal(rng, (batch, hidden), dtype)
+    dc = _normal(rng, (batch, hidden), dtype)
+
+    def run():
+        if cell == "lstm":
+            h_next, c_next, cache = rnn_cells.lstm_step_forward(xw, h, c, W_hh, b_hh)
+            return (h_next, c_next) + tuple(cache[:6]) + rnn_cells.lstm_step_backward(dh, dc, cache)
+        h_next, cache = rnn_cells.gru_step_forward(xw, h, W_hh, b_hh)
+        return (h_next,) + tuple(cache[:5]) + rnn_cells.gru_step_backward(dh, cache)
+
+    with spying(kernels.rnn, f"{cell}_forward", f"{cell}_backward") as calls:
+        fast, reference = both(run)
+    assert calls == {f"{cell}_forward": 1, f"{cell}_backward": 1}
+    for k, (a, b) in enumerate(zip(fast, reference)):
+        assert a.dtype == b.dtype == dtype
+        assert_near(a, b, tolerance, f"{cell} output {k}")
+
+
+@given(steps=st.integers(1, 7), batch=st.integers(1, 4), size=st.integers(1, 11), seed=st.integers(0, 1000))
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("kind", ["bahdanau", "luong-dot", "luong-general"])
+def test_attention_kernels_match_the_reference(kind, dtype, tolerance, steps, batch, size, seed):
+    from minis2s.nn.attention import Attention
+    rng = numpy.random.default_rng(seed)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    mask = numpy.arange(steps)[:, None] < lengths[None, :]
+    memory = _normal(rng, (steps, batch, size), dtype) * mask[:, :, None]
+    query = _normal(rng, (batch, size), dtype)
+    dcontext = _normal(rng, (batch, size), dtype)
+    attention = Attention(kind, size, size, dtype=dtype.__name__, seed=seed)
+
+    def run():
+        attention.zero_grad()
+        projected = attention.project_memory(memory)
+        context, cache = attention.forward(query, memory, projected, mask)
+        dmemory = numpy.full_like(memory, 0.5)                             # accumulators start non-zero
+        dprojected = None if projected is None else numpy.full_like(projected, -0.25)
+        dquery = attention.backward(dcontext, cache, memory, dmemory, dprojected)
+        grads = [g.copy() for g in attention.grads.values()]
+        return [context, cache.weights, dquery, dmemory] + ([] if dprojected is None else [dprojected]) + grads
+
+    with spying(kernels.attention, "softmax_context", "context_backward") as calls:
+        fast, reference = both(run)
+    assert calls == {"softmax_context": 1, "context_backward": 1}
+    for k, (a, b) in enumerate(zip(fast, reference)):
+        assert_near(a, b, tolerance, f"{kind} output {k}", floor=1.0)     # inputs are O(1)
+    assert numpy.all(fast[1][~mask] == 0.0)                               # padded positions: exactly 0
+
+
+@given(steps=st.integers(1, 5), batch=st.integers(1, 4), vocab=st.integers(2, 40), seed=st.integers(0, 1000),
+       smoothing=st.sampled_from([0.0, 0.1]), reduction=st.sampled_from(["mean", "sum", "sequence"]))
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_cross_entropy_kernel_matches_the_reference(dtype, tolerance, steps, batch, vocab, seed, smoothing,
+                                                    reduction):
+    from minis2s.loss import cross_entropy
+    rng = numpy.random.default_rng(seed)
+    logits = _normal(rng, (steps, batch, vocab), dtype, 3.0)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    targets = rng.integers(0, vocab, size=(steps, batch))
+    targets[numpy.arange(steps)[:, None] >= lengths[None, :]] = 10 ** 6    # padded targets: anything
+    logits[-1, -1, 0] = numpy.inf if lengths[-1] < steps else logits[-1, -1, 0]   # even inf on a pad
+
+    with spying(kernels.loss, "cross_entropy_rows") as calls:
+        fast, reference = both(lambda: cross_entropy(logits, targets, lengths, reduction=reduction,
+                                                     label_smoothing=smoothing))
+    assert calls == {"cross_entropy_rows": 1}
+    assert_near(fast[0], reference[0], tolerance, "loss")
+    assert_near(fast[1], reference[1], tolerance, "dlogits")
+    assert fast[1].dtype == dtype
+
+
+@given(rows=st.integers(1, 30), vocab=st.integers(1, 8), dim=st.integers(1, 5), seed=st.integers(0, 1000),
+       padding=st.sampled_from([None, 0]))
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_embedding_scatter_add_kernel_matches_the_reference(dtype, tolerance, rows, vocab, dim, seed, padding):
+    from minis2s.nn.layers import EmbeddingCache, embedding_backward
+    rng = numpy.random.default_rng(seed)
+    ids = rng.integers(0, vocab, size=rows)                                 # repeated ids accumulate
+    dout = _normal(rng, (rows, dim), dtype)
+    start = _normal(rng, (vocab, dim), dtype)
+
+    def run():
+        dweight = start.copy()
+        embedding_backward(dout, EmbeddingCache(ids, vocab), dweight, padding)
+        return dweight
+
+    with spying(kernels.embedding, "scatter_add_rows") as calls:
+        fast, reference = both(run)
+    assert calls == {"scatter_add_rows": 1}
+    assert_near(fast, reference, tolerance)
+    if padding is not None:
+        assert numpy.array_equal(fast[padding], start[padding])
+
+
+MODEL_CASES = [("lstm", "bahdanau", dict()), ("gru", "luong-general", dict(input_feeding=True, bidirectional=True)),
+               ("lstm", "luong-dot", dict(num_layers=2, dropout=0.3)), ("gru", "none", dict(label_smoothing=0.1))]
+
+
+@pytest.mark.parametrize("cell,attention,options", MODEL_CASES)
+def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differences(cell, attention, options):
+    """Loss and every gradient of a padded batch, kernels on and off (float64); then the gradient check
+    with the kernels on, as the whole grid of test_model.py also runs (the kernels are on by default)."""
+    from conftest import assert_checked
+    from minis2s import checks
+    def run():
+        rng = numpy.random.default_rng(5)
+        model = minis2s.Seq2Seq(11, 12, cell=cell, attention=attention, emb_size=5, hidden_size=6,
+                                dtype="float64", seed=2, **options)
+        checks.unit_scale(model, 2)
+        batch = checks.random_batch(rng, (4, 2, 5), (3, 5, 1), 11, 12)
+        model.reseed(0)
+        loss = model.loss_and_grads(batch)
+        return loss, {name: g.copy() for name, g in model.grads.items()}
+
+    with spying(kernels.rnn, f"{cell}_backward") as calls:
+        (fast_loss, fast_grads), (loss, grads) = both(run)
+    assert calls[f"{cell}_backward"] > 0
+    assert abs(fast_loss - loss) <= 1e-12 * abs(loss)
+    for name in grads:
+        assert_near(fast_grads[name], grads[name], 1e-12, name)
+    assert_checked(checks.check_seq2seq(cell, attention, max_elements=8, **options))
