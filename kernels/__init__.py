@@ -9,6 +9,7 @@ Every kernel here has a parity test against the reference function it replaces.
     attention.py  masked softmax + context, its backward, Bahdanau's score backward
     loss.py       log-softmax + masked cross-entropy + its gradient, in three passes
     embedding.py  the embedding gradient's scatter-add
+    decode.py     beam search's top-k selection, one pass, no (B, k*V) temporary
     optim.py      fused Adam update (one pass over p, g, m, v)
 
 Numba's scalar tanh/exp are not vectorised here (no SVML: 16 ns a tanh against NumPy's 0.5 ns), so
@@ -38,4 +39,4 @@ def enabled():
     return _enabled
 
 
-from . import attention, embedding, loss, optim, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)
+from . import attention, decode, embedding, loss, optim, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)

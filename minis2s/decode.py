@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy
 
-from . import backend
+from . import backend, kernels
 from .data import BOS, EOS, PAD, UNK, collate
 
 
@@ -98,16 +98,19 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
         vocab = logp.shape[1]
         if block_ngram_repeat:
             _block_repeats(logp, history_tokens, history_back, block_ngram_repeat, k)
-        candidates = (scores.reshape(-1, 1) + logp).reshape(size, k * vocab)
-        candidates[done] = -numpy.inf
-        if k == 1:                                                              # greedy: the best one
-            best = candidates.argmax(axis=1)[:, None]
+        if kernels.enabled():                                                   # kernels/decode.py: one pass
+            best, best_scores = kernels.decode.top_k(scores, logp, done)
         else:
-            best = numpy.argpartition(-candidates, k - 1, axis=1)[:, :k]        # the k best, unordered: O(kV)
-        best_scores = numpy.take_along_axis(candidates, best, axis=1)
-        order = numpy.argsort(-best_scores, axis=1, kind="stable")              # then only those k sorted
-        best = numpy.take_along_axis(best, order, axis=1)
-        best_scores = numpy.take_along_axis(best_scores, order, axis=1)
+            candidates = (scores.reshape(-1, 1) + logp).reshape(size, k * vocab)
+            candidates[done] = -numpy.inf
+            if k == 1:                                                          # greedy: the best one
+                best = candidates.argmax(axis=1)[:, None]
+            else:
+                best = numpy.argpartition(-candidates, k - 1, axis=1)[:, :k]    # the k best, unordered: O(kV)
+            best_scores = numpy.take_along_axis(candidates, best, axis=1)
+            order = numpy.argsort(-best_scores, axis=1, kind="stable")          # then only those k sorted
+            best = numpy.take_along_axis(best, order, axis=1)
+            best_scores = numpy.take_along_axis(best_scores, order, axis=1)
         back, words = best // vocab, best % vocab
         history_tokens.append(words)
         history_back.append(back)

@@ -250,3 +250,43 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
     for name in grads:
         assert_near(fast_grads[name], grads[name], 1e-12, name)
     assert_checked(checks.check_seq2seq(cell, attention, max_elements=8, **options))
+
+
+@given(size=st.integers(1, 4), k=st.integers(1, 5), vocab=st.integers(5, 30), seed=st.integers(0, 1000))
+def test_beam_top_k_kernel_matches_the_reference(size, k, vocab, seed):
+    """The k best of scores[b, j] + logp[b*k + j, v] per sentence, sorted; dead beams and done sentences."""
+    from minis2s.kernels.decode import top_k
+    rng = numpy.random.default_rng(seed)
+    scores = rng.standard_normal((size, k))
+    scores[:, k // 2:] = numpy.where(rng.random((size, k - k // 2)) < 0.3, -numpy.inf, scores[:, k // 2:])
+    scores[:, 0] = rng.standard_normal(size)                              # one live beam at least
+    logp = rng.standard_normal((size * k, vocab))
+    logp[:, 1] = -numpy.inf                                               # a forbidden word
+    done = rng.random(size) < 0.3
+    best, best_scores = top_k(scores, logp, done)
+
+    candidates = (scores.reshape(-1, 1) + logp).reshape(size, k * vocab)
+    for b in range(size):
+        if done[b]:
+            assert numpy.all(best_scores[b] == -numpy.inf)
+            continue
+        expected = numpy.sort(candidates[b])[::-1][:k]
+        numpy.testing.assert_array_equal(best_scores[b], expected)
+        numpy.testing.assert_array_equal(candidates[b, best[b]], best_scores[b])   # the indices name them
+        finite = numpy.isfinite(best_scores[b])
+        assert len(set(best[b][finite].tolist())) == int(finite.sum())
+
+
+@pytest.mark.parametrize("cell,attention", [("lstm", "bahdanau"), ("gru", "none")])
+def test_decoding_with_kernels_gives_the_reference_translations(cell, attention):
+    from minis2s.decode import beam_search
+    rng = numpy.random.default_rng(1)
+    model = minis2s.Seq2Seq(40, 40, cell=cell, attention=attention, emb_size=8, hidden_size=16, seed=4)
+    src = [rng.integers(4, 40, size=n).tolist() for n in (5, 9, 3, 7)]
+    for beam in (1, 4):
+        with spying(kernels.decode, "top_k") as calls:
+            fast, reference = both(lambda: beam_search(model, src, beam_size=beam, nbest=beam, max_length=12))
+        assert calls["top_k"] > 0
+        for hypotheses, expected in zip(fast, reference):
+            assert [h.tokens for h in hypotheses] == [h.tokens for h in expected]
+            numpy.testing.assert_allclose([h.score for h in hypotheses], [h.score for h in expected], rtol=1e-5)

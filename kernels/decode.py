@@ -1,0 +1,50 @@
+"""Beam search's selection: the fast twin of the top-k step in ``minis2s.decode.beam_search``.
+
+Reference, for each sentence b with beams j = 0..k-1 and words v:
+
+    candidates[b, j*V + v] = scores[b, j] + logp[b*k + j, v]        (all -inf for a finished sentence)
+    best = the k largest candidates, in decreasing order
+
+The reference materialises the (B, k*V) candidates and runs ``argpartition`` on them (1.6 ms a step
+for 32 sentences, k = 5, V = 1,000: 44% of beam search at the ``small`` size). Here one pass reads
+logp once and keeps a sorted list of the k best so far: a candidate that does not beat the k-th
+best, nearly all of them, costs one comparison. Ties keep the lower index first.
+"""
+import numba
+import numpy
+
+
+@numba.njit(cache=True)
+def _top_k(scores, logp, done, best, best_scores):
+    size, k = scores.shape
+    vocab = logp.shape[1]
+    for b in range(size):
+        for j in range(k):
+            best_scores[b, j] = -numpy.inf
+            best[b, j] = j                              # valid indices even where nothing is finite
+        if done[b]:
+            continue
+        for j in range(k):
+            base = scores[b, j]
+            if base == -numpy.inf:                        # a beam not (or no longer) alive
+                continue
+            row = b * k + j
+            for v in range(vocab):
+                value = base + logp[row, v]
+                if value > best_scores[b, k - 1]:
+                    position = k - 1                      # insertion into the sorted k best
+                    while position > 0 and value > best_scores[b, position - 1]:
+                        best_scores[b, position] = best_scores[b, position - 1]
+                        best[b, position] = best[b, position - 1]
+                        position -= 1
+                    best_scores[b, position] = value
+                    best[b, position] = j * vocab + v
+
+
+def top_k(scores, logp, done):
+    """scores (B, k) float64, logp (B*k, V) float64, done (B,) bool -> best (B, k) indices j*V + v into
+    each sentence's candidates, best_scores (B, k), both in decreasing order of score."""
+    best = numpy.empty(scores.shape, dtype=numpy.int64)
+    best_scores = numpy.empty(scores.shape, dtype=numpy.float64)
+    _top_k(scores, logp, done, best, best_scores)
+    return best, best_scores
