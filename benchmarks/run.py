@@ -50,11 +50,18 @@ def main():
             torch = None
 
     kernels.enable(True)
-    size = kernels.optim.FUSED_FROM                            # large enough to take the kernel
-    probe = {"w": numpy.zeros(size, dtype=numpy.float32)}
+    # Numba's first calls: compile every kernel (or load it from the cache; NUMBA_CACHE_DIR empty = compile)
+    # on a tiny model of each cell with attention: a training step, an Adam step that takes the fused
+    # update, and beam search.
     compile_started = time.perf_counter()
-    Adam(probe, {"w": numpy.ones(size, dtype=numpy.float32)}).step()   # first call: Numba compiles (or loads
-    compile_seconds = time.perf_counter() - compile_started             # its cache: NUMBA_CACHE_DIR empty = compile)
+    for cell in ("lstm", "gru"):
+        tiny = Seq2Seq(30, 30, cell=cell, attention="bahdanau", emb_size=4, hidden_size=8, seed=0)
+        tiny_src, tiny_tgt = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
+        tiny.loss_and_grads(collate(tiny_src, tiny_tgt))
+        size = kernels.optim.FUSED_FROM
+        Adam({"w": numpy.zeros(size, dtype=numpy.float32)}, {"w": numpy.ones(size, dtype=numpy.float32)}).step()
+        beam_search(tiny, tiny_src, beam_size=2, max_length=4)
+    compile_seconds = time.perf_counter() - compile_started
 
     rows = []
     for name in args.configs:
@@ -67,8 +74,16 @@ def main():
                 row = dict(config=name, cell=cell, attention=attention, tokens=tokens, **config)
                 model = Seq2Seq(config["vocab"], config["vocab"], cell=cell, attention=attention,
                                 emb_size=config["emb_size"], hidden_size=config["hidden_size"], seed=0)
-                reference_loss = model.loss(batch)
-                reference_greedy = [h.tokens for h in greedy(model, src, max_length=config["length"])]
+                agreed = {}                                      # the two paths agree before anything is timed
+                for flag in (False, True):
+                    kernels.enable(flag)
+                    agreed[flag] = (model.loss(batch), [h.tokens for h in greedy(model, src, max_length=config["length"])])
+                kernels.enable(True)
+                reference_loss, reference_greedy = agreed[False]
+                row["numba_loss_difference"] = abs(agreed[True][0] - reference_loss)
+                row["numba_same_greedy"] = agreed[True][1] == reference_greedy
+                if row["numba_loss_difference"] > 1e-5 * abs(reference_loss):
+                    sys.exit(f"{name} {cell} {attention}: Numba path loss {agreed[True][0]} != reference {reference_loss}")
                 for path, flag in (("reference", False), ("numba", True)):
                     kernels.enable(flag)
                     trained = Seq2Seq(config["vocab"], config["vocab"], cell=cell, attention=attention,
@@ -81,7 +96,7 @@ def main():
 
                     seconds = bench.median_time(step, args.repeats, 2)
                     row[f"{path}_train_tok_s"] = tokens / seconds
-                    row[f"{path}_greedy_sent_s"] = len(src) / bench.median_time(
+                    row[f"{path}_greedy_sent_s"] = len(src) / bench.median_time(   # the untrained model
                         lambda: greedy(model, src, max_length=config["length"]), max(args.repeats // 2, 1), 1)
                     row[f"{path}_beam5_sent_s"] = len(src) / bench.median_time(
                         lambda: beam_search(model, src, beam_size=5, max_length=config["length"]),
@@ -137,7 +152,7 @@ def markdown(rows, info):
              f"kernels, or loading them from its cache): {info['numba_compile_seconds']:.1f} s, excluded.", "",
              "| config | cell | attention | train tok/s: reference | Numba | PyTorch | Numba/PyTorch "
              "| greedy sent/s: reference | Numba | PyTorch | beam 5 sent/s: reference | Numba | PyTorch "
-             "| same loss, same greedy output |",
+             "| loss difference, same greedy output: Numba vs reference; PyTorch vs reference |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         ratio = r["numba_train_tok_s"] / r["torch_train_tok_s"] if "torch_train_tok_s" in r else float("nan")
@@ -146,7 +161,15 @@ def markdown(rows, info):
                      f"| {r['reference_greedy_sent_s']:,.0f} | {r['numba_greedy_sent_s']:,.0f} "
                      f"| {r.get('torch_greedy_sent_s', float('nan')):,.0f} | {r['reference_beam5_sent_s']:,.0f} "
                      f"| {r['numba_beam5_sent_s']:,.0f} | {r.get('torch_beam5_sent_s', float('nan')):,.0f} "
-                     f"| {r.get('torch_loss_difference', float('nan')):.0e}, {r.get('torch_same_greedy', '-')} |")
+                     f"| {r['numba_loss_difference']:.0e}, {r['numba_same_greedy']}; "
+                     f"{r.get('torch_loss_difference', float('nan')):.0e}, {r.get('torch_same_greedy', '-')} |")
+    lines += ["", "Numba path / PyTorch:", "",
+              "| config | cell | attention | training | greedy | beam 5 |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        if "torch_train_tok_s" in r:
+            lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} "
+                         + "".join(f"| {r[f'numba_{key}'] / r[f'torch_{key}']:.2f} "
+                                   for key in ("train_tok_s", "greedy_sent_s", "beam5_sent_s")) + "|")
     return "\n".join(lines) + "\n"
 
 
