@@ -30,7 +30,7 @@ def _top_k(scores, logp, done, best, best_scores):
                 continue
             row = b * k + j
             for v in range(vocab):
-                value = base + logp[row, v]
+                value = base + numpy.float64(logp[row, v])
                 if value > best_scores[b, k - 1]:
                     position = k - 1                      # insertion into the sorted k best
                     while position > 0 and value > best_scores[b, position - 1]:
@@ -42,7 +42,7 @@ def _top_k(scores, logp, done, best, best_scores):
 
 
 def top_k(scores, logp, done):
-    """scores (B, k) float64, logp (B*k, V) float64, done (B,) bool -> best (B, k) indices j*V + v into
+    """scores (B, k) float64, logp (B*k, V) float32 or float64, done (B,) bool -> best (B, k) indices j*V + v into
     each sentence's candidates, best_scores (B, k), both in decreasing order of score."""
     best = numpy.empty(scores.shape, dtype=numpy.int64)
     best_scores = numpy.empty(scores.shape, dtype=numpy.float64)

@@ -94,11 +94,13 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     done = numpy.zeros(size, dtype=bool)
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)
-        logp = _forbid(backend.to_numpy(logp).astype(numpy.float64), step, min_length)
+        logp = backend.to_numpy(logp)
+        fast = kernels.enabled()               # the kernel reads float32 and adds in float64 itself
+        logp = _forbid(logp if fast else logp.astype(numpy.float64), step, min_length)
         vocab = logp.shape[1]
         if block_ngram_repeat:
             _block_repeats(logp, history_tokens, history_back, block_ngram_repeat, k)
-        if kernels.enabled():                                                   # kernels/decode.py: one pass
+        if fast:                                                                # kernels/decode.py: one pass
             best, best_scores = kernels.decode.top_k(scores, logp, done)
         else:
             candidates = (scores.reshape(-1, 1) + logp).reshape(size, k * vocab)
