@@ -3,19 +3,20 @@
     python benchmarks/run.py                      # small and base, LSTM and GRU, with/without attention
     python benchmarks/run.py --configs small --repeats 3
 
-For each configuration (see ``minis2s.bench.CONFIGS``) it builds one minis2s model, copies its
-weights into the PyTorch twin, checks that both give the same loss (and the same greedy output)
-before timing anything, then times: a training step (forward + backward + Adam; target tokens/s),
-greedy decoding and beam-5 decoding (sentences/s) of the untrained model (both libraries decode the
-same weights, and the greedy outputs are compared token for token) -- medians of repeats after untimed warm-up runs
-(where Numba compiles). Numba's first-call compile time is reported separately. PyTorch uses the same
-number of threads. Run it with an empty NUMBA_CACHE_DIR for the compile time. Results go to benchmarks/results/ as JSON and Markdown, with the machine named,
-and a PNG plot.
+For each configuration (see ``minis2s.bench.CONFIGS``) it builds one minis2s model and copies its
+weights into the PyTorch twin. Before timing anything it checks that the reference path, the Numba path
+and PyTorch give the same loss and the same greedy output, token for token. Then it times a training
+step (forward + backward + Adam; target tokens/s), greedy and beam-5 decoding (sentences/s) of the
+untrained model: medians over repeats, after untimed warm-up runs (where Numba compiles), the three
+paths taking turns run by run. Numba's first-call compile time is reported separately (run with an
+empty NUMBA_CACHE_DIR to measure it). PyTorch uses the same number of threads. Results go to
+benchmarks/results/ as JSON and Markdown, with the machine named, and a PNG plot.
 """
 import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -77,56 +78,48 @@ def main():
                 agreed = {}                                      # the two paths agree before anything is timed
                 for flag in (False, True):
                     kernels.enable(flag)
-                    agreed[flag] = (model.loss(batch), [h.tokens for h in greedy(model, src, max_length=config["length"])])
+                    outputs = greedy(model, src, max_length=config["length"])
+                    agreed[flag] = (model.loss(batch), [h.tokens for h in outputs])
                 kernels.enable(True)
                 reference_loss, reference_greedy = agreed[False]
                 row["numba_loss_difference"] = abs(agreed[True][0] - reference_loss)
                 row["numba_same_greedy"] = agreed[True][1] == reference_greedy
                 if row["numba_loss_difference"] > 1e-5 * abs(reference_loss):
-                    sys.exit(f"{name} {cell} {attention}: Numba path loss {agreed[True][0]} != reference {reference_loss}")
-                for path, flag in (("reference", False), ("numba", True)):
-                    kernels.enable(flag)
+                    sys.exit(f"{name} {cell} {attention}: Numba path loss {agreed[True][0]} "
+                             f"!= reference {reference_loss}")
+                train, greedy_runs, beam_runs = {}, {}, {}
+                for path in ("reference", "numba"):
                     trained = Seq2Seq(config["vocab"], config["vocab"], cell=cell, attention=attention,
                                       emb_size=config["emb_size"], hidden_size=config["hidden_size"], seed=0)
                     optimizer = Adam(trained.params, trained.grads, lr=1e-3)
-
-                    def step():
-                        trained.loss_and_grads(batch)
-                        optimizer.step()
-
-                    seconds = bench.median_time(step, args.repeats, 2)
-                    row[f"{path}_train_tok_s"] = tokens / seconds
-                    row[f"{path}_greedy_sent_s"] = len(src) / bench.median_time(   # the untrained model
-                        lambda: greedy(model, src, max_length=config["length"]), max(args.repeats // 2, 1), 1)
-                    row[f"{path}_beam5_sent_s"] = len(src) / bench.median_time(
-                        lambda: beam_search(model, src, beam_size=5, max_length=config["length"]),
-                        max(args.repeats // 2, 1), 1)
-                kernels.enable(True)
+                    train[path] = (_train_step(trained, optimizer, batch), path == "numba")
+                    greedy_runs[path] = (lambda: greedy(model, src, max_length=config["length"]), path == "numba")
+                    beam_runs[path] = (lambda: beam_search(model, src, beam_size=5, max_length=config["length"]),
+                                       path == "numba")
                 if torch is not None:
                     twin = TorchSeq2Seq.from_minis2s(model)
                     decoding_twin = Decoding(TorchSeq2Seq.from_minis2s(model))   # untouched by training steps
                     twin_loss = twin.loss(*tensors(batch)).item()
-                    twin_greedy = [h.tokens for h in greedy(decoding_twin, src, max_length=config["length"])]
+                    with torch.no_grad():
+                        twin_greedy = [h.tokens for h in greedy(decoding_twin, src, max_length=config["length"])]
                     row["torch_loss_difference"] = abs(twin_loss - reference_loss)
                     row["torch_same_greedy"] = twin_greedy == reference_greedy
                     if row["torch_loss_difference"] > 1e-3 * abs(reference_loss):
                         sys.exit(f"{name} {cell} {attention}: PyTorch loss {twin_loss} != minis2s {reference_loss}")
-                    optimizer = torch.optim.Adam(twin.parameters(), lr=1e-3)
-                    inputs = tensors(batch)
-
-                    def torch_step():
-                        optimizer.zero_grad()
-                        twin.loss(*inputs).backward()
-                        optimizer.step()
-
-                    row["torch_train_tok_s"] = tokens / bench.median_time(torch_step, args.repeats, 2)
-                    with torch.no_grad():
-                        row["torch_greedy_sent_s"] = len(src) / bench.median_time(
-                            lambda: greedy(decoding_twin, src, max_length=config["length"]),
-                            max(args.repeats // 2, 1), 1)
-                        row["torch_beam5_sent_s"] = len(src) / bench.median_time(
-                            lambda: beam_search(decoding_twin, src, beam_size=5, max_length=config["length"]),
-                            max(args.repeats // 2, 1), 1)
+                    train["torch"] = (_torch_train_step(torch, twin, tensors(batch)), True)
+                    # the twin decodes through minis2s' own beam search loop (its top-k kernel included):
+                    # what differs is the model's step
+                    greedy_runs["torch"] = (_no_grad(torch, lambda: greedy(decoding_twin, src,
+                                                                           max_length=config["length"])), True)
+                    beam_runs["torch"] = (_no_grad(torch, lambda: beam_search(decoding_twin, src, beam_size=5,
+                                                                              max_length=config["length"])), True)
+                for path, seconds in interleaved(train, args.repeats, 2).items():
+                    row[f"{path}_train_tok_s"] = tokens / seconds
+                decode_repeats = max(args.repeats // 2, 3)
+                for path, seconds in interleaved(greedy_runs, decode_repeats, 1).items():
+                    row[f"{path}_greedy_sent_s"] = len(src) / seconds
+                for path, seconds in interleaved(beam_runs, decode_repeats, 1).items():
+                    row[f"{path}_beam5_sent_s"] = len(src) / seconds
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
@@ -145,11 +138,58 @@ def main():
     plot(rows, os.path.join(args.out, f"bench_{stamp}.png"))
 
 
+def interleaved(cases, repeats, warmup):
+    """cases {path: (function, kernels on?)} -> {path: median seconds}. The paths take turns, run by run,
+    so that a slow spell of a shared machine slows all of them alike instead of one column. Each turn
+    starts with a pause and an untimed run: the thread pools of the path before (OpenBLAS', PyTorch's
+    OpenMP) keep spinning for a while after their last call, and without the pause measurably slowed
+    the next path (up to 2x here)."""
+    from minis2s import kernels
+    times = {path: [] for path in cases}
+    for run in range(warmup + repeats):
+        for path, (function, fast) in cases.items():
+            kernels.enable(fast)
+            time.sleep(0.2)
+            function()                                          # settle
+            started = time.perf_counter()
+            function()
+            elapsed = time.perf_counter() - started
+            if run >= warmup:
+                times[path].append(elapsed)
+    kernels.enable(True)
+    return {path: statistics.median(values) for path, values in times.items()}
+
+
+def _train_step(model, optimizer, batch):
+    def step():
+        model.loss_and_grads(batch)
+        optimizer.step()
+    return step
+
+
+def _torch_train_step(torch, twin, inputs):
+    optimizer = torch.optim.Adam(twin.parameters(), lr=1e-3)
+
+    def step():
+        optimizer.zero_grad()
+        twin.loss(*inputs).backward()
+        optimizer.step()
+    return step
+
+
+def _no_grad(torch, function):
+    def run():
+        with torch.no_grad():
+            return function()
+    return run
+
+
 def markdown(rows, info):
     lines = [f"Machine: {info.get('cpu', info['processor'])}, {info['cores']} cores, {info['threads']} threads; "
              f"Python {info['python']}, NumPy {info['numpy']}, PyTorch {info['torch']}; backend {info['backend']}; "
-             f"{info['date']}; medians of {info['repeats']} runs after warm-up. Numba's first call (compiling the "
-             f"kernels, or loading them from its cache): {info['numba_compile_seconds']:.1f} s, excluded.", "",
+             f"{info['date']}; medians of {info['repeats']} training steps (decoding: "
+             f"{max(info['repeats'] // 2, 3)} runs) after warm-up, the three paths taking turns run by run. "
+             f"Numba's first call (compiling the kernels, or loading them from its cache): {info['numba_compile_seconds']:.1f} s, excluded.", "",
              "| config | cell | attention | train tok/s: reference | Numba | PyTorch | Numba/PyTorch "
              "| greedy sent/s: reference | Numba | PyTorch | beam 5 sent/s: reference | Numba | PyTorch "
              "| loss difference, same greedy output: Numba vs reference; PyTorch vs reference |",

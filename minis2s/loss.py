@@ -77,7 +77,7 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
         if label_smoothing > 0.0:
             dlogits -= (weight * (label_smoothing / vocab))[..., None]
         if not bool(mask.all()):
-            dlogits[~mask] = 0.0                                         # exactly zero, even where padded logits were inf
+            dlogits[~mask] = 0.0                                     # exactly 0, even where padded logits were inf
 
     if reduction == "mean":
         loss = float(token_loss.sum()) / count
