@@ -63,6 +63,7 @@ def main():
         Adam({"w": numpy.zeros(size, dtype=numpy.float32)}, {"w": numpy.ones(size, dtype=numpy.float32)}).step()
         beam_search(tiny, tiny_src, beam_size=2, max_length=4)
     compile_seconds = time.perf_counter() - compile_started
+    peak = sgemm_peak()
 
     rows = []
     for name in args.configs:
@@ -120,11 +121,12 @@ def main():
                     row[f"{path}_greedy_sent_s"] = len(src) / seconds
                 for path, seconds in interleaved(beam_runs, decode_repeats, 1).items():
                     row[f"{path}_beam5_sent_s"] = len(src) / seconds
+                row["matmul_gflop"] = matmul_flops(config, cell, attention) / 1e9
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
     info = bench.machine()
-    info.update(threads=args.threads, numba_compile_seconds=compile_seconds,
+    info.update(threads=args.threads, numba_compile_seconds=compile_seconds, sgemm_peak_gflop_s=peak,
                 torch=None if torch is None else torch.__version__,
                 date=datetime.date.today().isoformat(), repeats=args.repeats)
     stamp = f"{info['backend']}_{'-'.join(args.configs)}"
@@ -136,6 +138,40 @@ def main():
         stream.write(table)
     print(table)
     plot(rows, os.path.join(args.out, f"bench_{stamp}.png"))
+
+
+def sgemm_peak(repeats=5):
+    """GFLOP/s of a large float32 matrix product on this machine (the output projection's shape at base)."""
+    a = numpy.random.default_rng(0).random((1920, 512), dtype=numpy.float32)
+    b = numpy.random.default_rng(1).random((512, 8000), dtype=numpy.float32)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - started)
+    return 2 * 1920 * 512 * 8000 / statistics.median(times) / 1e9
+
+
+def matmul_flops(config, cell, attention):
+    """Multiply-adds x 2 of every matrix product in one training step of the benchmark's one-layer model.
+
+    A product in the forward pass (x W^T) has two in the backward (dW = dy^T x, dx = dy W): 3 in all.
+    N = T B tokens a side, G gates, E emb, H hidden (= memory and attention size), V vocabulary:
+        encoder   3 * 2N G H (E + H)                 input side and recurrent side
+        decoder   3 * 2N G H (E + [H, bahdanau] + H)  the context vector enters layer 0's input
+        output    3 * 2N H V
+        bahdanau  3 * 2N H H * 2                      K W_k^T once, W_q q at every step
+    Attention's scores and context (the (S, B, H) sums of each step) are not counted: they are not
+    matrix products here.
+    """
+    gates = {"lstm": 4, "gru": 3}[cell]
+    n, e, h, v = config["batch"] * config["length"], config["emb_size"], config["hidden_size"], config["vocab"]
+    extra = h if attention == "bahdanau" else 0
+    flops = 6 * n * gates * h * (e + h) + 6 * n * gates * h * (e + extra + h) + 6 * n * h * v
+    if attention == "bahdanau":
+        flops += 2 * 6 * n * h * h
+    return flops
 
 
 def interleaved(cases, repeats, warmup):
@@ -189,7 +225,8 @@ def markdown(rows, info):
              f"Python {info['python']}, NumPy {info['numpy']}, PyTorch {info['torch']}; backend {info['backend']}; "
              f"{info['date']}; medians of {info['repeats']} training steps (decoding: "
              f"{max(info['repeats'] // 2, 3)} runs) after warm-up, the three paths taking turns run by run. "
-             f"Numba's first call (compiling the kernels, or loading them from its cache): {info['numba_compile_seconds']:.1f} s, excluded.", "",
+             "Numba's first call (compiling the kernels, or loading them from its cache): "
+             f"{info['numba_compile_seconds']:.1f} s, excluded.", "",
              "| config | cell | attention | train tok/s: reference | Numba | PyTorch | Numba/PyTorch "
              "| greedy sent/s: reference | Numba | PyTorch | beam 5 sent/s: reference | Numba | PyTorch "
              "| loss difference, same greedy output: Numba vs reference; PyTorch vs reference |",
@@ -203,13 +240,21 @@ def markdown(rows, info):
                      f"| {r['numba_beam5_sent_s']:,.0f} | {r.get('torch_beam5_sent_s', float('nan')):,.0f} "
                      f"| {r['numba_loss_difference']:.0e}, {r['numba_same_greedy']}; "
                      f"{r.get('torch_loss_difference', float('nan')):.0e}, {r.get('torch_same_greedy', '-')} |")
-    lines += ["", "Numba path / PyTorch:", "",
-              "| config | cell | attention | training | greedy | beam 5 |", "| --- | --- | --- | ---: | ---: | ---: |"]
+    peak = info["sgemm_peak_gflop_s"]
+    lines += ["", f"Numba path / PyTorch; and the training step's matrix products (GFLOP, counted from the shapes) "
+              f"against the machine's float32 matrix-product peak measured in the same run ({peak:.0f} GFLOP/s, "
+              "a 1,920 x 512 by 512 x 8,000 product): the Numba step's matrix-product GFLOP/s as a share of "
+              "that peak, which is also the share of the step its products would take if all of them ran at "
+              "the peak.", "",
+              "| config | cell | attention | training | greedy | beam 5 | matmul GFLOP / step | % of peak |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         if "torch_train_tok_s" in r:
+            step_s = r["tokens"] / r["numba_train_tok_s"]
             lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} "
                          + "".join(f"| {r[f'numba_{key}'] / r[f'torch_{key}']:.2f} "
-                                   for key in ("train_tok_s", "greedy_sent_s", "beam5_sent_s")) + "|")
+                                   for key in ("train_tok_s", "greedy_sent_s", "beam5_sent_s"))
+                         + f"| {r['matmul_gflop']:.1f} | {r['matmul_gflop'] / step_s / peak:.0%} |")
     return "\n".join(lines) + "\n"
 
 
