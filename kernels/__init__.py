@@ -7,7 +7,7 @@ Every kernel here has a parity test against the reference function it replaces.
 
     rnn.py        LSTM and GRU steps: the gate maths fused, forward and backward
     attention.py  masked softmax + context, its backward, Bahdanau's score backward
-    loss.py       log-softmax + masked cross-entropy + its gradient, in three passes
+    loss.py       masked cross-entropy and its gradient: the loss and the gradient in one parallel pass
     embedding.py  the embedding gradient's scatter-add
     decode.py     beam search's top-k selection, one pass, no (B, k*V) temporary
     optim.py      fused Adam update (one pass over p, g, m, v)

@@ -18,7 +18,8 @@ GRID = [(cell, attention, feeding, bidirectional, context, ratio)
 
 @pytest.mark.parametrize("cell,attention,input_feeding,bidirectional,context_feeding,teacher_forcing", GRID)
 def test_whole_model_gradients(cell, attention, input_feeding, bidirectional, context_feeding, teacher_forcing):
-    """Every parameter (up to 12 sampled entries per tensor), float64, fourth-order central differences."""
+    """Every parameter (up to 12 sampled entries per tensor), float64, fourth-order central differences.
+    The Numba kernels are on (the default); test_kernels.py holds both paths against each other."""
     errors = checks.check_seq2seq(cell, attention, bidirectional, input_feeding, context_feeding, teacher_forcing,
                                   tgt_lengths=(2, 4, 3), seed=len(cell) + len(attention), max_elements=12)
     assert_checked(errors)
