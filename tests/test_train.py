@@ -30,9 +30,12 @@ def quiet(model, pairs, config, **kwargs):
 
 @pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong-general")])
 def test_learns_to_reverse_sequences(cell, attention):
+    """100 epochs, not fewer: at 60 the LSTM was at the edge (1.0 on the reference path, 0.955 with the
+    kernels, whose float32 rounding differs by 1e-7: the two loss curves agree to 1e-7 for 30 epochs and
+    then part, as float32 training runs do); both reach 1.0 at 100."""
     pairs = reversal_pairs(200, 5, 12)
     model = minis2s.Seq2Seq(20, 20, cell=cell, attention=attention, emb_size=32, hidden_size=64)
-    quiet(model, pairs, TrainConfig(epochs=60, batch_size=16, lr=3e-3)).run()
+    quiet(model, pairs, TrainConfig(epochs=100, batch_size=16, lr=3e-3)).run()
     assert exact_match(model, pairs) >= 0.99
 
 
