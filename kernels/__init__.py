@@ -18,6 +18,7 @@ the kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around t
 import os
 
 import numba
+import numpy
 
 # Numba's threads, on the "workqueue" layer, sleep between parallel regions. On OpenMP they spin after
 # each one and, on a 2-core machine, slow the BLAS threads of the next matrix product (measured here:
@@ -37,6 +38,11 @@ def enable(flag=True):
 
 def enabled():
     return _enabled
+
+
+def use_for(*arrays):
+    """The kernels are on and every array is a NumPy array (CuPy arrays keep the reference path)."""
+    return _enabled and all(type(a) is numpy.ndarray for a in arrays)
 
 
 from . import attention, decode, embedding, loss, optim, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)

@@ -113,7 +113,3 @@ def bahdanau_backward(dscores, t, v, dv, dprojected):
     _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected)
     return dquery_projected
 
-
-def supports(*arrays):
-    """NumPy float arrays (CuPy keeps the reference path)."""
-    return all(type(a) is numpy.ndarray for a in arrays)

@@ -95,13 +95,13 @@ def _gru_pre(xw, gh, pre, hidden):
 
 
 @numba.njit(cache=True)
-def _gru_mid(t, xw, gh, gates, pre_n, hidden):
-    """t = tanh of the halved r, z pre-activations -> r, z into gates; pre_n = xw_n + r gh_n."""
+def _gru_mid(gates, xw, gh, pre_n, hidden):
+    """gates holds tanh of the halved r, z pre-activations; in place -> r, z; pre_n = xw_n + r gh_n."""
     for row in range(xw.shape[0]):
         for j in range(hidden):
-            r = 0.5 * (1 + t[row, j])
+            r = 0.5 * (1 + gates[row, j])
             gates[row, j] = r
-            gates[row, hidden + j] = 0.5 * (1 + t[row, hidden + j])
+            gates[row, hidden + j] = 0.5 * (1 + gates[row, hidden + j])
             pre_n[row, j] = xw[row, 2 * hidden + j] + r * gh[row, 2 * hidden + j]
 
 
@@ -123,7 +123,7 @@ def gru_forward(xw, h, W_hh, b_hh):
     _gru_pre(xw, gh, gates, hidden)
     numpy.tanh(gates, out=gates)
     pre_n = numpy.empty_like(h)
-    _gru_mid(gates, xw, gh, gates, pre_n, hidden)
+    _gru_mid(gates, xw, gh, pre_n, hidden)
     n = numpy.tanh(pre_n, out=pre_n)
     h_next = numpy.empty_like(h)
     _gru_post(n, gates, h, h_next, hidden)
@@ -158,7 +158,3 @@ def gru_backward(dh_next, h, r, z, n, gh_n, W_hh):
     dh += dgh @ W_hh
     return dxw, dgh, dh
 
-
-def supports(*arrays):
-    """NumPy float arrays (CuPy keeps the reference path)."""
-    return all(type(a) is numpy.ndarray and a.dtype.kind == "f" for a in arrays)

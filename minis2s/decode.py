@@ -92,10 +92,10 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     history_tokens, history_back, history_attention = [], [], []
     finished = [[] for _ in range(size)]
     done = numpy.zeros(size, dtype=bool)
+    fast = kernels.enabled()                             # the top-k kernel (kernels/decode.py)
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)
-        logp = backend.to_numpy(logp)
-        fast = kernels.enabled()               # the kernel reads float32 and adds in float64 itself
+        logp = backend.to_numpy(logp)                   # the kernel reads float32 and adds in float64 itself
         logp = _forbid(logp if fast else logp.astype(numpy.float64), step, min_length)
         vocab = logp.shape[1]
         if block_ngram_repeat:

@@ -92,7 +92,7 @@ class Attention(Module):
         else:
             aux = query @ self.params["W_a"].T                            # u = W_a q, (B, M)
             scores = (memory * aux).sum(axis=-1)
-        if kernels.enabled() and kernels.attention.supports(scores, memory):   # fused: kernels/attention.py
+        if kernels.use_for(scores, memory):   # fused: kernels/attention.py
             weights, context = kernels.attention.softmax_context(scores, mask, memory)
         else:
             weights = masked_softmax(scores, mask)
@@ -103,7 +103,7 @@ class Attention(Module):
         """dcontext (B, M) -> dquery (B, Q); adds this step's dK into dmemory (S, B, M) and, for bahdanau,
         dKW into dprojected (S, B, A): both are sums over all decoder steps."""
         weights = cache.weights
-        fast = kernels.enabled() and kernels.attention.supports(dcontext, memory, dmemory)
+        fast = kernels.use_for(dcontext, memory, dmemory)
         if fast:                                                          # fused: kernels/attention.py
             dscores = kernels.attention.context_backward(dcontext, weights, memory, dmemory)
         else:

@@ -84,7 +84,7 @@ class LSTMStepCache(NamedTuple):
 
 def lstm_step_forward(xw, h, c, W_hh, b_hh):
     """xw (B, 4H), h (B, H), c (B, H) -> h_next (B, H), c_next (B, H), cache."""
-    if kernels.enabled() and kernels.rnn.supports(xw, h, c):       # the fused twin: kernels/rnn.py
+    if kernels.use_for(xw, h, c):       # the fused twin: kernels/rnn.py
         h_next, c_next, (i, f, g, o), tanh_c_next = kernels.rnn.lstm_forward(xw, h, c, W_hh, b_hh)
         return h_next, c_next, LSTMStepCache(c, i, f, g, o, tanh_c_next, W_hh)
     hidden = h.shape[1]
@@ -101,7 +101,7 @@ def lstm_step_forward(xw, h, c, W_hh, b_hh):
 
 def lstm_step_backward(dh_next, dc_next, cache):
     """dh_next, dc_next (B, H) -> dxw (B, 4H), dgh (B, 4H), dh (B, H), dc (B, H)."""
-    if kernels.enabled() and kernels.rnn.supports(dh_next, dc_next, cache.c):
+    if kernels.use_for(dh_next, dc_next, cache.c):
         da, dh, dc = kernels.rnn.lstm_backward(dh_next, dc_next, *cache)
         return da, da, dh, dc
     xp = backend.array_module(dh_next)
@@ -131,7 +131,7 @@ class GRUStepCache(NamedTuple):
 
 def gru_step_forward(xw, h, W_hh, b_hh):
     """xw (B, 3H), h (B, H) -> h_next (B, H), cache."""
-    if kernels.enabled() and kernels.rnn.supports(xw, h):          # the fused twin: kernels/rnn.py
+    if kernels.use_for(xw, h):          # the fused twin: kernels/rnn.py
         h_next, (r, z, n, gh_n) = kernels.rnn.gru_forward(xw, h, W_hh, b_hh)
         return h_next, GRUStepCache(h, r, z, n, gh_n, W_hh)
     hidden = h.shape[1]
@@ -146,7 +146,7 @@ def gru_step_forward(xw, h, W_hh, b_hh):
 
 def gru_step_backward(dh_next, cache):
     """dh_next (B, H) -> dxw (B, 3H), dgh (B, 3H), dh (B, H)."""
-    if kernels.enabled() and kernels.rnn.supports(dh_next, cache.h):
+    if kernels.use_for(dh_next, cache.h):
         return kernels.rnn.gru_backward(dh_next, *cache)
     xp = backend.array_module(dh_next)
     h, r, z, n, gh_n = cache.h, cache.r, cache.z, cache.n, cache.gh_n
