@@ -1,16 +1,18 @@
-"""Fast twins of the reference maths (Numba on the CPU), behind one switch.
+"""Fast twins of the reference maths (Numba on the CPU).
 
-    minis2s.kernels.enable(False)     # or MINIS2S_KERNELS=0: the pure reference path
-    minis2s.kernels.enabled()         # is the fast path in use?
+Each public function here has the name, the arguments and the results of one reference function in
+minis2s, which names it with ``@twin("module.function")``; ``minis2s.dispatch`` chooses between the two
+(the switch: ``MINIS2S_KERNELS=0``, ``minis2s.dispatch.use_kernels(False)``, or here ``enable(False)``).
+The reference functions never import this package: only the dispatch does, and only when the kernels
+are on, so minis2s runs without Numba. Every twin has a parity test against its reference
+(tests/test_kernels.py).
 
-Every kernel here has a parity test against the reference function it replaces.
-
-    rnn.py        LSTM and GRU steps: the gate maths fused, forward and backward
-    attention.py  masked softmax + context, its backward, Bahdanau's score backward
-    loss.py       masked cross-entropy and its gradient: the loss and the gradient in one parallel pass
-    embedding.py  the embedding gradient's scatter-add
-    decode.py     beam search's top-k selection, one pass, no (B, k*V) temporary
-    optim.py      fused Adam update (one pass over p, g, m, v)
+    rnn.py        lstm_step_forward/backward, gru_step_forward/backward: the gate maths fused
+    attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
+    loss.py       softmax_cross_entropy: the loss and the gradient in one parallel pass, in place
+    embedding.py  scatter_add_rows: the embedding gradient
+    decode.py     top_k: beam search's selection, one pass, no (B, k*V) temporary
+    optim.py      adam_update: one pass over p, g, m, v
 
 Numba's scalar tanh/exp are not vectorised here (no SVML: 16 ns a tanh against NumPy's 0.5 ns), so
 the kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around them.
@@ -18,7 +20,6 @@ the kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around t
 import os
 
 import numba
-import numpy
 
 # Numba's threads, on the "workqueue" layer, sleep between parallel regions. On OpenMP they spin after
 # each one and, on a 2-core machine, slow the BLAS threads of the next matrix product (measured here:
@@ -27,22 +28,16 @@ import numpy
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
-_enabled = os.environ.get("MINIS2S_KERNELS", "1") not in ("0", "false", "no", "off")
-
 
 def enable(flag=True):
     """Use the fast kernels where they exist (True) or only the reference path (False)."""
-    global _enabled
-    _enabled = bool(flag)
+    from minis2s import dispatch
+    dispatch.use_kernels(flag)
 
 
 def enabled():
-    return _enabled
-
-
-def use_for(*arrays):
-    """The kernels are on and every array is a NumPy array (CuPy arrays keep the reference path)."""
-    return _enabled and all(type(a) is numpy.ndarray for a in arrays)
+    from minis2s import dispatch
+    return dispatch.kernels_enabled()
 
 
 from . import attention, decode, embedding, loss, optim, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)

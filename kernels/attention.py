@@ -83,7 +83,7 @@ def _context_backward(dcontext, weights, memory, dmemory, dscores):
             dscores[s, b] = weights[s, b] * (dscores[s, b] - weighted)
 
 
-def context_backward(dcontext, weights, memory, dmemory):
+def softmax_context_backward(dcontext, weights, memory, dmemory):
     """dcontext (B, M) -> dscores (S, B) through the softmax; adds dK = alpha dc into dmemory (S, B, M)."""
     dscores = numpy.empty_like(weights)
     _context_backward(dcontext, weights, memory, dmemory, dscores)
@@ -107,7 +107,7 @@ def _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected):
                 dquery_projected[b, a] += d
 
 
-def bahdanau_backward(dscores, t, v, dv, dprojected):
+def bahdanau_score_backward(dscores, t, v, dv, dprojected):
     """dscores (S, B), t = tanh(.) (S, B, A) -> dquery_projected (B, A); adds into dv and dprojected."""
     dquery_projected = numpy.empty((t.shape[1], t.shape[2]), dtype=t.dtype)
     _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected)

@@ -23,8 +23,6 @@ def scatter_add_rows(target, ids, rows, skip=-1):
     """target (V, E) += rows (N, E) at ids (N,), in place; rows with id ``skip`` are left out."""
     if ids.size and (ids.min() < 0 or ids.max() >= target.shape[0]):
         raise IndexError(f"token id out of range 0..{target.shape[0] - 1}")
-    _scatter_add_rows(target, ids, rows, skip)
+    _scatter_add_rows(target, ids, numpy.ascontiguousarray(rows), skip)
 
 
-def supports(target, rows):
-    return type(target) is numpy.ndarray and type(rows) is numpy.ndarray and target.flags.c_contiguous

@@ -52,5 +52,10 @@ def cross_entropy_rows(logits, targets, mask, weight, label_smoothing):
     return token_loss, probs
 
 
-def supports(logits):
-    return type(logits) is numpy.ndarray and logits.flags.c_contiguous
+def softmax_cross_entropy(logits, targets, mask, weight, label_smoothing=0.0):
+    """The twin of ``minis2s.loss.softmax_cross_entropy``: logits (T, B, V), targets, mask, weight (T, B)
+    -> token_loss (T, B), dlogits (T, B, V)."""
+    steps, batch, vocab = logits.shape
+    token_loss, dlogits = cross_entropy_rows(numpy.ascontiguousarray(logits).reshape(-1, vocab), targets.reshape(-1),
+                                             mask.reshape(-1), weight.reshape(-1), label_smoothing)
+    return token_loss.reshape(steps, batch).astype(logits.dtype), dlogits.reshape(logits.shape)

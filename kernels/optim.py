@@ -9,7 +9,6 @@ Reference (minis2s/optim.py), per element:
 import math
 
 import numba
-import numpy
 
 
 FUSED_FROM = 1 << 16     # smaller tensors keep the reference path: there NumPy's few passes cost less than a call
@@ -27,7 +26,11 @@ def _adam(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2,
 
 
 def adam_update(p, g, m, v, step_size, beta1, beta2, correction2, eps, weight_decay):
-    """In place on NumPy arrays of one parameter (any shape, C-contiguous)."""
+    """In place on NumPy arrays of one parameter; tensors below FUSED_FROM elements (or not contiguous) take
+    the reference update."""
+    if p.size < FUSED_FROM or not all(a.flags.c_contiguous for a in (p, g, m, v)):
+        from minis2s.optim import adam_update as reference
+        return reference.reference(p, g, m, v, step_size, beta1, beta2, correction2, eps, weight_decay)
     dtype = p.dtype.type
     # 1 - beta is formed in double precision, as the reference does (float32(1) - float32(0.999) is not
     # float32(0.001): 1.3e-5 apart)
@@ -35,7 +38,3 @@ def adam_update(p, g, m, v, step_size, beta1, beta2, correction2, eps, weight_de
           dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2), dtype(1.0 / math.sqrt(correction2)), dtype(eps),
           dtype(weight_decay))
 
-
-def supports(*arrays):
-    """Large contiguous NumPy float arrays only (CuPy, and small tensors, keep the reference path)."""
-    return all(type(a) is numpy.ndarray and a.flags.c_contiguous and a.size >= FUSED_FROM for a in arrays)

@@ -17,6 +17,8 @@ The equations are those of ``rnn_cells.py``; every kernel has a parity test agai
 import numba
 import numpy
 
+from minis2s.nn.rnn_cells import GRUStepCache, LSTMStepCache
+
 
 # ----------------------------------------------------------------------------- LSTM
 
@@ -45,8 +47,8 @@ def _lstm_post(t, c, gates, c_next, hidden):
             c_next[row, j] = f * c[row, j] + i * g
 
 
-def lstm_forward(xw, h, c, W_hh, b_hh):
-    """xw (B, 4H), h, c (B, H) -> h', c', (i, f, g, o) views, tanh(c')."""
+def lstm_step_forward(xw, h, c, W_hh, b_hh):
+    """xw (B, 4H), h, c (B, H) -> h', c', LSTMStepCache (the gates as views of one (B, 4H) array)."""
     hidden = h.shape[1]
     a = h @ W_hh.T
     _lstm_pre(a, xw, b_hh, hidden)
@@ -57,7 +59,7 @@ def lstm_forward(xw, h, c, W_hh, b_hh):
     tanh_c_next = numpy.tanh(c_next)
     h_next = gates[:, 3 * hidden:] * tanh_c_next
     i, f, g, o = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
-    return h_next, c_next, (i, f, g, o), tanh_c_next
+    return h_next, c_next, LSTMStepCache(c, i, f, g, o, tanh_c_next, W_hh)
 
 
 @numba.njit(cache=True)
@@ -75,13 +77,13 @@ def _lstm_backward(dh_next, dc_next, c, i, f, g, o, tanh_c_next, da, dc):
             dc[row, j] = dc_total * ff
 
 
-def lstm_backward(dh_next, dc_next, c, i, f, g, o, tanh_c_next, W_hh):
-    """-> da (B, 4H) (= dxw = dgh), dh (B, H), dc (B, H)."""
-    batch, hidden = c.shape
-    da = numpy.empty((batch, 4 * hidden), dtype=c.dtype)
-    dc = numpy.empty_like(c)
-    _lstm_backward(dh_next, dc_next, c, i, f, g, o, tanh_c_next, da, dc)
-    return da, da @ W_hh, dc
+def lstm_step_backward(dh_next, dc_next, cache):
+    """dh_next, dc_next (B, H) -> dxw (B, 4H), dgh (B, 4H) (the same array), dh (B, H), dc (B, H)."""
+    batch, hidden = cache.c.shape
+    da = numpy.empty((batch, 4 * hidden), dtype=cache.c.dtype)
+    dc = numpy.empty_like(cache.c)
+    _lstm_backward(dh_next, dc_next, cache.c, cache.i, cache.f, cache.g, cache.o, cache.tanh_c_next, da, dc)
+    return da, da, da @ cache.W_hh, dc
 
 
 # ----------------------------------------------------------------------------- GRU
@@ -114,8 +116,8 @@ def _gru_post(n, gates, h, h_next, hidden):
             h_next[row, j] = (1 - z) * n[row, j] + z * h[row, j]
 
 
-def gru_forward(xw, h, W_hh, b_hh):
-    """xw (B, 3H), h (B, H) -> h', (r, z, n, gh_n)."""
+def gru_step_forward(xw, h, W_hh, b_hh):
+    """xw (B, 3H), h (B, H) -> h', GRUStepCache."""
     batch, hidden = h.shape
     gh = h @ W_hh.T
     gh += b_hh
@@ -127,7 +129,7 @@ def gru_forward(xw, h, W_hh, b_hh):
     n = numpy.tanh(pre_n, out=pre_n)
     h_next = numpy.empty_like(h)
     _gru_post(n, gates, h, h_next, hidden)
-    return h_next, (gates[:, :hidden], gates[:, hidden:], n, gh[:, 2 * hidden:])
+    return h_next, GRUStepCache(h, gates[:, :hidden], gates[:, hidden:], n, gh[:, 2 * hidden:], W_hh)
 
 
 @numba.njit(cache=True)
@@ -148,13 +150,13 @@ def _gru_backward(dh_next, h, r, z, n, gh_n, dxw, dgh, dh_direct):
             dh_direct[row, j] = d * zz
 
 
-def gru_backward(dh_next, h, r, z, n, gh_n, W_hh):
-    """-> dxw (B, 3H), dgh (B, 3H), dh (B, H)."""
-    batch, hidden = h.shape
-    dxw = numpy.empty((batch, 3 * hidden), dtype=h.dtype)
+def gru_step_backward(dh_next, cache):
+    """dh_next (B, H) -> dxw (B, 3H), dgh (B, 3H), dh (B, H)."""
+    batch, hidden = cache.h.shape
+    dxw = numpy.empty((batch, 3 * hidden), dtype=cache.h.dtype)
     dgh = numpy.empty_like(dxw)
-    dh = numpy.empty_like(h)
-    _gru_backward(dh_next, h, r, z, n, gh_n, dxw, dgh, dh)
-    dh += dgh @ W_hh
+    dh = numpy.empty_like(cache.h)
+    _gru_backward(dh_next, cache.h, cache.r, cache.z, cache.n, cache.gh_n, dxw, dgh, dh)
+    dh += dgh @ cache.W_hh
     return dxw, dgh, dh
 

@@ -15,7 +15,9 @@ leaves the beam for the sentence's finished list, scored with a length normalisa
     gnmt      score / ((5 + |y|) / 6) ** alpha                      (Wu et al. 2016)
 
 (|y| counts the <eos>). A sentence is done when it has k finished translations, or at the length
-limit, where its live beams join the finished list. With k = 1 this is exactly greedy search.
+limit, where its live beams join the finished list. With k = 1 and no length normalisation it finds
+exactly what greedy search finds (a test holds the two against each other). The derivation of the
+scores and of the bookkeeping: docs/derivations/beam-search.md.
 Options: min_length (no <eos> before), max_length (default 2 * source length + 10),
 block_ngram_repeat n (no n-gram twice in one translation), nbest (how many to return),
 replace_unk (an <unk> in the output becomes the source token the attention weighted most).
@@ -25,8 +27,9 @@ from typing import NamedTuple
 
 import numpy
 
-from . import backend, kernels
+from . import backend
 from .data import BOS, EOS, PAD, UNK, collate
+from .dispatch import twin
 
 
 class Hypothesis(NamedTuple):
@@ -60,9 +63,60 @@ def _limits(src_lengths, max_length):
 
 
 def greedy(model, src_seqs, max_length=None, min_length=0):
-    """src_seqs: lists of source ids -> one Hypothesis per sentence."""
-    return [hypotheses[0] for hypotheses in beam_search(model, src_seqs, beam_size=1, max_length=max_length,
-                                                        min_length=min_length, normalize="none")]
+    """src_seqs: lists of source ids -> one Hypothesis per sentence.
+
+    The decoder runs one step at a time on its own output: y_t = argmax_v log p(v | y_<t, x), fed back
+    as the next input (autoregressive), until <eos> or the length limit.
+    """
+    xp = backend.xp()
+    batch = collate(src_seqs)
+    size = len(src_seqs)
+    encoded, state, feed = model.start(batch.src, batch.src_lengths)
+    limits = _limits(batch.src_lengths, max_length)
+    tokens = xp.full((size,), BOS, dtype=xp.int64)            # every sentence starts from <bos>
+    words_per_step, attention_per_step = [], []
+    logprob = numpy.zeros(size)
+    steps = numpy.zeros(size, dtype=numpy.int64)              # words chosen so far, <eos> included
+    done = numpy.zeros(size, dtype=bool)
+    for step in range(int(limits.max())):
+        logp, state, feed, weights = model.step(tokens, state, feed, encoded)
+        logp = _forbid(backend.to_numpy(logp).astype(numpy.float64), step, min_length)
+        words = logp.argmax(axis=1)                           # the most likely next word, (B,)
+        logprob[~done] += logp[numpy.arange(size), words][~done]
+        steps[~done] += 1
+        words_per_step.append(words)
+        attention_per_step.append(None if weights is None else backend.to_numpy(weights).T)   # (B, S)
+        done |= (words == EOS) | (step + 1 >= limits)
+        if done.all():
+            break
+        tokens = backend.asarray(words)                       # the output becomes the next input
+
+    hypotheses = []
+    for b in range(size):
+        words = [int(words_per_step[t][b]) for t in range(steps[b])]
+        attention = None
+        if attention_per_step[0] is not None:
+            attention = numpy.stack([attention_per_step[t][b] for t in range(steps[b])])
+        if words[-1] == EOS:
+            words = words[:-1]
+        hypotheses.append(Hypothesis(words, float(logprob[b]), float(logprob[b]), attention))
+    return hypotheses
+
+
+@twin("decode.top_k")
+def top_k(scores, logp, done):
+    """The k best extensions of each sentence's beams.
+
+    scores (B, k) the beams' scores (-inf: no live beam there), logp (B*k, V), done (B,) ->
+    best (B, k) indices j*V + v into each sentence's k*V candidates, best_scores (B, k), best first.
+    """
+    size, k = scores.shape
+    candidates = (scores.reshape(-1, 1) + logp.astype(numpy.float64)).reshape(size, -1)   # score + log p
+    candidates[done] = -numpy.inf                                       # a finished sentence extends nothing
+    best = numpy.argpartition(-candidates, k - 1, axis=1)[:, :k]        # the k best, unordered: O(kV)
+    best_scores = numpy.take_along_axis(candidates, best, axis=1)
+    order = numpy.argsort(-best_scores, axis=1, kind="stable")          # then only those k sorted
+    return numpy.take_along_axis(best, order, axis=1), numpy.take_along_axis(best_scores, order, axis=1)
 
 
 def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
@@ -92,27 +146,13 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     history_tokens, history_back, history_attention = [], [], []
     finished = [[] for _ in range(size)]
     done = numpy.zeros(size, dtype=bool)
-    fast = kernels.enabled()                             # the top-k kernel (kernels/decode.py)
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)
-        logp = backend.to_numpy(logp)                   # the kernel reads float32 and adds in float64 itself
-        logp = _forbid(logp if fast else logp.astype(numpy.float64), step, min_length)
+        logp = _forbid(backend.to_numpy(logp), step, min_length)
         vocab = logp.shape[1]
         if block_ngram_repeat:
             _block_repeats(logp, history_tokens, history_back, block_ngram_repeat, k)
-        if fast:                                                                # kernels/decode.py: one pass
-            best, best_scores = kernels.decode.top_k(scores, logp, done)
-        else:
-            candidates = (scores.reshape(-1, 1) + logp).reshape(size, k * vocab)
-            candidates[done] = -numpy.inf
-            if k == 1:                                                          # greedy: the best one
-                best = candidates.argmax(axis=1)[:, None]
-            else:
-                best = numpy.argpartition(-candidates, k - 1, axis=1)[:, :k]    # the k best, unordered: O(kV)
-            best_scores = numpy.take_along_axis(candidates, best, axis=1)
-            order = numpy.argsort(-best_scores, axis=1, kind="stable")          # then only those k sorted
-            best = numpy.take_along_axis(best, order, axis=1)
-            best_scores = numpy.take_along_axis(best_scores, order, axis=1)
+        best, best_scores = top_k(scores, logp, done)
         back, words = best // vocab, best % vocab
         history_tokens.append(words)
         history_back.append(back)

@@ -1,12 +1,15 @@
-"""Softmax cross-entropy over padded sequences, loss and gradient in one fused step.
+"""Softmax cross-entropy over padded sequences: the loss and its gradient together.
 
 Shapes: logits a (T, B, V), targets y (T, B), lengths (B,) or mask m (T, B) with m[t, b] = [t < lengths[b]].
 
-With label smoothing e the target distribution is q = (1 - e) onehot(y) + e / V (as in PyTorch), and
+With label smoothing eps the target distribution is y~ = (1 - eps) onehot(y) + eps / V (as in PyTorch), and
 
-    p        = softmax(a)                          computed as exp(a - max a - log sum exp(a - max a))
-    loss_tb  = -sum_v q_v log p_v  =  log sum_v exp(a_v) - sum_v q_v a_v
-    dloss_tb / da = p - q                          (softmax minus the (smoothed) one-hot)
+    log p    = log_softmax(a) = a - max a - log sum_v exp(a_v - max a)      (never overflows)
+    loss_tb  = -sum_v y~_v log p_v  =  -(1 - eps) log p_y - eps mean_v log p_v
+    dloss_tb / da = p - y~                         (softmax minus the (smoothed) one-hot)
+
+The derivation, step by step: docs/derivations/cross-entropy.md. ``softmax_cross_entropy`` below
+writes exactly these lines; its fast twin (kernels/loss.py) computes the same in place.
 
 Padded positions (m = 0) contribute exactly zero loss and exactly zero gradient, whatever
 their logits or targets are. Reductions:
@@ -18,7 +21,9 @@ their logits or targets are. Reductions:
     "sequence"  a (B,) vector, each sequence's summed loss; dlogits is the gradient of the sum
                 of that vector.
 """
-from . import backend, kernels
+from . import backend
+from .dispatch import twin
+from .nn.layers import log_softmax_forward
 
 REDUCTIONS = ("mean", "sum", "sequence")
 
@@ -44,40 +49,12 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
     safe_targets = xp.where(mask, targets, 0)           # padded targets may be anything, even out of range
 
     if reduction == "mean":
-        count = max(int(mask.sum()), 1)
+        count = max(int(mask.sum()), 1)                  # N, the number of real target tokens
         scale = 1.0 / count
     else:
         count, scale = None, 1.0
     weight = xp.where(mask, scale, 0.0).astype(logits.dtype)         # (T, B): each token's share of the loss
-
-    if kernels.enabled() and kernels.loss.supports(logits):          # the fused twin: kernels/loss.py
-        token_loss, dlogits = kernels.loss.cross_entropy_rows(
-            logits.reshape(-1, vocab), safe_targets.reshape(-1), mask.reshape(-1), weight.reshape(-1),
-            label_smoothing)
-        token_loss = token_loss.reshape(steps, batch).astype(logits.dtype)
-        dlogits = dlogits.reshape(logits.shape)
-    else:
-        # log-softmax with the maximum subtracted: exp never overflows, even for logits of 1e4
-        shifted = logits - logits.max(axis=-1, keepdims=True)            # a - max a
-        target_shifted = xp.take_along_axis(shifted, safe_targets[..., None], axis=-1)[..., 0]
-        mean_shifted = shifted.mean(axis=-1) if label_smoothing > 0.0 else None
-        probs = xp.exp(shifted, out=shifted)                             # in place: becomes dlogits below
-        total = probs.sum(axis=-1)
-        log_norm = xp.log(total)                                         # log sum_v exp(a_v - max a)
-        token_loss = -(1.0 - label_smoothing) * (target_shifted - log_norm)      # -(1-e) log p_y
-        if label_smoothing > 0.0:
-            token_loss = token_loss - label_smoothing * (mean_shifted - log_norm)  # - e/V sum_v log p_v
-        token_loss = xp.where(mask, token_loss, 0.0)                     # (T, B)
-
-        # dloss/dlogits = weight * (p - q), fused: normalise and weigh the exponentials in one pass
-        probs *= (weight / total)[..., None]
-        dlogits = probs
-        flat = dlogits.reshape(-1, vocab)
-        flat[xp.arange(flat.shape[0]), safe_targets.reshape(-1)] -= (weight * (1.0 - label_smoothing)).reshape(-1)
-        if label_smoothing > 0.0:
-            dlogits -= (weight * (label_smoothing / vocab))[..., None]
-        if not bool(mask.all()):
-            dlogits[~mask] = 0.0                                     # exactly 0, even where padded logits were inf
+    token_loss, dlogits = softmax_cross_entropy(logits, safe_targets, mask, weight, label_smoothing)
 
     if reduction == "mean":
         loss = float(token_loss.sum()) / count
@@ -86,3 +63,25 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
     else:
         loss = token_loss.sum(axis=0)
     return loss, dlogits
+
+
+@twin("loss.softmax_cross_entropy")
+def softmax_cross_entropy(logits, targets, mask, weight, label_smoothing=0.0):
+    """Each token's loss and the weighted gradient, zero at padded positions.
+
+    logits a (T, B, V), targets y (T, B) (any valid id where padded), mask (T, B), weight w (T, B)
+    -> token_loss (T, B) = -sum_v y~_v log p_v,  dlogits (T, B, V) = w (p - y~).
+    """
+    xp = backend.array_module(logits)
+    vocab = logits.shape[-1]
+    log_probs = log_softmax_forward(logits)                                    # log p, (T, B, V)
+    onehot = (xp.arange(vocab) == targets[..., None]).astype(logits.dtype)     # onehot(y), (T, B, V)
+    smoothed = (1.0 - label_smoothing) * onehot + label_smoothing / vocab      # y~
+    token_loss = -(1.0 - label_smoothing) * xp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    if label_smoothing > 0.0:
+        token_loss = token_loss - label_smoothing * log_probs.mean(axis=-1)   # - eps mean_v log p_v
+    dlogits = weight[..., None] * (xp.exp(log_probs) - smoothed)              # w (softmax - onehot)
+    # a padded position gives exactly zero loss and gradient, whatever its logits were (even inf)
+    token_loss = xp.where(mask, token_loss, 0.0).astype(logits.dtype)
+    dlogits = xp.where(mask[..., None], dlogits, 0.0).astype(logits.dtype)
+    return token_loss, dlogits

@@ -202,86 +202,83 @@ class Seq2Seq(Module):
     # ------------------------------------------------------------------ the whole model
 
     def forward(self, batch, train=True, teacher_forcing=None):
-        """Batch -> logits (T, B, V), ForwardCache. The cache holds the attention weights (T, S, B)."""
-        xp = backend.array_module(batch.src)
+        """Batch -> logits (T, B, V), ForwardCache. The cache holds the attention weights (T, S, B).
+
+        With teacher forcing (ratio 1, and always outside training) every decoder input is the reference
+        token; below 1 some inputs are the model's own guesses (scheduled sampling).
+        """
         ratio = self.teacher_forcing if teacher_forcing is None else teacher_forcing
-        decoder = self.decoder
         encoded, enc_cache = self.encode(batch.src, batch.src_lengths, train)
-        steps, size = batch.tgt_in.shape
-        guided = ratio >= 1.0 or not train                  # every input is the reference token
+        if ratio >= 1.0 or not train:
+            return self.forward_teacher_forced(batch, encoded, enc_cache, train)
+        return self.forward_sampled(batch, encoded, enc_cache, ratio)
 
-        if guided:
-            tokens = batch.tgt_in
-            emb, _ = self.tgt_embedding.forward(tokens)      # backward needs only the tokens
-            emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
-            xw_emb = decoder.embedding_projection(emb)       # (T, B, G*H) for every step at once
-        else:
-            tokens = xp.empty_like(batch.tgt_in)
-            emb = xp.empty((steps, size, decoder.emb_size), dtype=self.dtype)
-            emb_mask = xp.empty_like(emb) if train and self.dropout > 0 else None
-            logits = xp.empty((steps, size, decoder.out.params["weight"].shape[0]), dtype=self.dtype)
-
-        state, feed = encoded.state, None
-        if decoder.input_feeding:
-            feed = xp.zeros((size, decoder.hidden_size), dtype=self.dtype)
-        outputs = xp.empty((steps, size, decoder.hidden_size), dtype=self.dtype)
-        weights = xp.zeros((steps,) + encoded.mask.shape, dtype=self.dtype) if decoder.attention else None
-        step_caches = []
-        for t in range(steps):
-            if not guided:                                   # scheduled sampling: reference or own guess
-                tokens[t] = batch.tgt_in[t]
-                if t > 0:
-                    use_reference = self.rng.random((size,), dtype=self.dtype) < ratio
-                    tokens[t] = xp.where(use_reference, batch.tgt_in[t], best_output(logits[t - 1]))
-                emb_t, _ = self.tgt_embedding.forward(tokens[t])
-                emb_t, mask_t = dropout_forward(emb_t, self.dropout, self.rng, train)
-                emb[t] = emb_t
-                if emb_mask is not None:
-                    emb_mask[t] = mask_t
-                xw_t = decoder.embedding_projection(emb_t)
-            else:
-                xw_t = xw_emb[t]
-            outputs[t], state, feed, step_weights, step_cache = decoder.step_forward(
-                xw_t, state, feed, encoded.context_vector, encoded.memory, encoded.projected, encoded.mask, train)
-            if weights is not None:
-                weights[t] = step_weights
-            if not guided:                                   # the next step's guess needs these logits now
-                logits[t], _ = decoder.out.forward(outputs[t])
+    def forward_teacher_forced(self, batch, encoded, enc_cache, train):
+        """Every input y_t-1 is the reference token: all inputs are known before the loop starts."""
+        xp = backend.array_module(batch.src)
+        decoder = self.decoder
+        emb, _ = self.tgt_embedding.forward(batch.tgt_in)                # (T, B, E); backward needs the tokens only
+        emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
+        xw_emb = decoder.embedding_projection(emb)                       # (T, B, G*H), every step in one product
+        state, feed = encoded.state, decoder.initial_feed(batch.tgt_in.shape[1])
+        outputs, weights, step_caches = [], [], []
+        for t in range(batch.tgt_in.shape[0]):
+            output, state, feed, step_weights, step_cache = decoder.step_forward(xw_emb[t], state, feed, encoded,
+                                                                                train)
+            outputs.append(output)
+            weights.append(step_weights)
             step_caches.append(step_cache)
-        if guided:
-            logits, out_cache = decoder.out.forward(outputs)
-        else:
-            out_cache = LinearCache(outputs)                 # the projection already ran step by step
-        cache = ForwardCache(encoded, enc_cache, emb, tokens, emb_mask, step_caches, out_cache, weights)
-        return logits, cache
+        logits, out_cache = decoder.out.forward(xp.stack(outputs))       # (T, B, V), every step in one product
+        return logits, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask, step_caches, out_cache,
+                                    _stack(weights))
+
+    def forward_sampled(self, batch, encoded, enc_cache, ratio):
+        """Scheduled sampling: input y_t-1 is the reference token with probability ``ratio``, else the model's
+        own guess argmax(logits_t-1), so each step's logits are needed before the next step starts."""
+        xp = backend.array_module(batch.src)
+        decoder = self.decoder
+        size = batch.tgt_in.shape[1]
+        state, feed = encoded.state, decoder.initial_feed(size)
+        tokens, embs, emb_masks, outputs, logits, weights, step_caches = [], [], [], [], [], [], []
+        for t in range(batch.tgt_in.shape[0]):
+            token = batch.tgt_in[t]                                      # <bos> at t = 0
+            if t > 0:
+                use_reference = self.rng.random((size,), dtype=self.dtype) < ratio
+                token = xp.where(use_reference, batch.tgt_in[t], best_output(logits[-1]))
+            emb, _ = self.tgt_embedding.forward(token)
+            emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, True)
+            output, state, feed, step_weights, step_cache = decoder.step_forward(
+                decoder.embedding_projection(emb), state, feed, encoded, True)
+            step_logits, _ = decoder.out.forward(output)                 # the next step's guess needs them now
+            for store, value in ((tokens, token), (embs, emb), (emb_masks, emb_mask), (outputs, output),
+                                 (logits, step_logits), (weights, step_weights), (step_caches, step_cache)):
+                store.append(value)
+        out_cache = LinearCache(xp.stack(outputs))                       # what the projection's backward needs
+        return xp.stack(logits), ForwardCache(encoded, enc_cache, xp.stack(embs), xp.stack(tokens),
+                                              _stack(emb_masks), step_caches, out_cache, _stack(weights))
 
     def backward(self, dlogits, cache):
-        """dlogits (T, B, V) -> adds every parameter's gradient."""
+        """dlogits (T, B, V) -> adds every parameter's gradient (the mirror of ``forward``)."""
         xp = backend.array_module(dlogits)
         decoder, rnn = self.decoder, self.decoder.rnn
         encoded = cache.encoded
-        steps = dlogits.shape[0]
         doutputs = decoder.out.backward(dlogits, cache.out_cache)      # all steps in one product
         dstate = tuple(xp.zeros_like(s) for s in encoded.state)
         dfeed = None
         dmemory = xp.zeros_like(encoded.memory) if decoder.attention else None
         dprojected = xp.zeros_like(encoded.projected) if encoded.projected is not None else None
         dcontext_vector = xp.zeros_like(encoded.context_vector) if self.context_feeding else None
-        dxw = [xp.empty(doutputs.shape[:2] + (rnn.cell.gates * rnn.hidden_size,), dtype=self.dtype)
-               for _ in range(rnn.num_layers)]
-        dgh = [xp.empty_like(d) for d in dxw]
+        steps = dlogits.shape[0]
+        dxw = [[None] * steps for _ in range(rnn.num_layers)]
+        dgh = [[None] * steps for _ in range(rnn.num_layers)]
         for t in reversed(range(steps)):
-            step_dxw, step_dgh, dextras, dstate = decoder.step_backward(
-                doutputs[t], dstate, dfeed, cache.steps[t], encoded.memory, dmemory, dprojected)
+            step_dxw, step_dgh, dfeed, dcv, dstate = decoder.step_backward(
+                doutputs[t], dstate, dfeed, cache.steps[t], encoded, dmemory, dprojected)
             for k in range(rnn.num_layers):
                 dxw[k][t], dgh[k][t] = step_dxw[k], step_dgh[k]
-            if dextras is not None:
-                dfeed, dz = decoder.split_extras(dextras)
-                if dz is not None:
-                    dcontext_vector += dz
-        layer_inputs = [_stack([s.layer_inputs[k] for s in cache.steps]) for k in range(rnn.num_layers)]
-        h_prev = [xp.stack([s.h_prev[k] for s in cache.steps]) for k in range(rnn.num_layers)]
-        demb = decoder.accumulate_weight_grads(cache.emb, layer_inputs, h_prev, dxw, dgh)
+            if dcv is not None:
+                dcontext_vector += dcv                                  # cv was fed at every step
+        demb = decoder.weight_grads(cache.emb, cache.steps, [xp.stack(d) for d in dxw], [xp.stack(d) for d in dgh])
         demb = dropout_backward(demb, cache.emb_mask)
         self.tgt_embedding.backward(demb, EmbeddingCache(cache.tokens, self.tgt_embedding.params["weight"].shape[0]))
         self.encode_backward(dmemory, dprojected, dstate, dcontext_vector, cache.encoder, encoded)
@@ -308,17 +305,13 @@ class Seq2Seq(Module):
     def start(self, src, src_lengths):
         """Encode for decoding: Encoded and the decoder's first (state, feed)."""
         encoded, _ = self.encode(src, src_lengths, train=False)
-        feed = None
-        if self.decoder.input_feeding:
-            feed = backend.array_module(src).zeros((src.shape[1], self.decoder.hidden_size), dtype=self.dtype)
-        return encoded, encoded.state, feed
+        return encoded, encoded.state, self.decoder.initial_feed(src.shape[1])
 
     def step(self, tokens, state, feed, encoded):
         """tokens (B,) -> log-probabilities (B, V), new state, new feed, attention weights (S, B) or None."""
         emb, _ = self.tgt_embedding.forward(tokens)
-        output, state, feed, weights, _ = self.decoder.step_forward(
-            self.decoder.embedding_projection(emb), state, feed, encoded.context_vector, encoded.memory,
-            encoded.projected, encoded.mask, train=False)
+        output, state, feed, weights, _ = self.decoder.step_forward(self.decoder.embedding_projection(emb), state,
+                                                                    feed, encoded, train=False)
         logits, _ = self.decoder.out.forward(output)
         return log_softmax_forward(logits), state, feed, weights
 

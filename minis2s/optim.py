@@ -20,7 +20,7 @@ Global-norm clipping: n = sqrt(sum over all tensors of sum g^2); if n > c, every
 import math
 
 from . import backend
-from . import kernels
+from .dispatch import twin
 
 
 class Optimizer:
@@ -84,33 +84,33 @@ class Adam(Optimizer):
 
     def step(self):
         self.steps += 1
-        xp = backend.xp()
         correction1 = 1 - self.beta1 ** self.steps
         correction2 = 1 - self.beta2 ** self.steps
-        step_size = self.lr / correction1
-        fast = kernels.enabled()
         for name, p in self.params.items():
-            g = self.grads[name]
-            if fast and kernels.optim.supports(p, g):          # the fused twin, one pass over memory
-                kernels.optim.adam_update(p, g, self.m[name], self.v[name], step_size, self.beta1, self.beta2,
-                                          correction2, self.eps, self.weight_decay)
-                continue
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            m, v = self.m[name], self.v[name]
-            m *= self.beta1
-            m += (1 - self.beta1) * g
-            v *= self.beta2
-            g = g * g                                   # a fresh array: the gradient itself is kept
-            g *= 1 - self.beta2
-            v += g
-            # p -= lr * (m / c1) / (sqrt(v / c2) + eps), with the temporaries reused in place
-            denominator = xp.sqrt(v, out=g)
-            denominator *= 1.0 / math.sqrt(correction2)
-            denominator += self.eps
-            update = xp.divide(m, denominator, out=denominator)
-            update *= step_size
-            p -= update
+            adam_update(p, self.grads[name], self.m[name], self.v[name], self.lr / correction1, self.beta1,
+                        self.beta2, correction2, self.eps, self.weight_decay)
+
+
+@twin("optim.adam_update")
+def adam_update(p, g, m, v, step_size, beta1, beta2, correction2, eps, weight_decay):
+    """One Adam update of one parameter, in place on p, m, v (step_size = lr / (1 - beta1^t),
+    correction2 = 1 - beta2^t); the gradient g itself is left as it was."""
+    xp = backend.array_module(p)
+    if weight_decay:
+        g = g + weight_decay * p
+    m *= beta1
+    m += (1 - beta1) * g                            # m = beta1 m + (1 - beta1) g
+    v *= beta2
+    g = g * g                                       # a fresh array: the gradient itself is kept
+    g *= 1 - beta2
+    v += g                                          # v = beta2 v + (1 - beta2) g^2
+    # p -= lr * (m / c1) / (sqrt(v / c2) + eps), with the temporaries reused in place
+    denominator = xp.sqrt(v, out=g)
+    denominator *= 1.0 / math.sqrt(correction2)
+    denominator += eps
+    update = xp.divide(m, denominator, out=denominator)
+    update *= step_size
+    p -= update
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

@@ -5,7 +5,7 @@ import numpy
 import pytest
 from hypothesis import HealthCheck, settings
 
-from minis2s import backend
+from minis2s import backend, dispatch
 
 settings.register_profile(
     "minis2s", max_examples=int(os.environ.get("MINIS2S_EXAMPLES", "12")), deadline=None,
@@ -13,6 +13,14 @@ settings.register_profile(
 settings.load_profile("minis2s")
 
 AVAILABLE = backend.available()
+
+
+@pytest.fixture(autouse=True)
+def reference_path():
+    """Every test runs on the reference functions, the maths a learner reads, so that the gradient checks
+    check that code; tests/test_kernels.py turns the fast twins on and holds each against its reference."""
+    with dispatch.reference_path():
+        yield
 
 
 @pytest.fixture(params=backend.BACKENDS)

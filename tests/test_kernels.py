@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, strategies as st
 
 import minis2s
-from minis2s import kernels, optim
+from minis2s import dispatch, kernels, optim
+
+
+@pytest.fixture(autouse=True)
+def kernels_on():
+    """This file holds the kernels against the reference: the kernels are on unless a test turns them off
+    (the rest of the suite runs on the reference path, see conftest.py)."""
+    with dispatch.reference_path(False):
+        yield
 
 
 @pytest.fixture
@@ -139,9 +147,9 @@ def test_recurrent_step_kernels_match_the_reference(cell, dtype, tolerance, batc
         h_next, cache = rnn_cells.gru_step_forward(xw, h, W_hh, b_hh)
         return (h_next,) + tuple(cache[:5]) + rnn_cells.gru_step_backward(dh, cache)
 
-    with spying(kernels.rnn, f"{cell}_forward", f"{cell}_backward") as calls:
+    with spying(kernels.rnn, f"{cell}_step_forward", f"{cell}_step_backward") as calls:
         fast, reference = both(run)
-    assert calls == {f"{cell}_forward": 1, f"{cell}_backward": 1}
+    assert calls == {f"{cell}_step_forward": 1, f"{cell}_step_backward": 1}
     for k, (a, b) in enumerate(zip(fast, reference)):
         assert a.dtype == b.dtype == dtype
         assert_near(a, b, tolerance, f"{cell} output {k}")
@@ -170,9 +178,11 @@ def test_attention_kernels_match_the_reference(kind, dtype, tolerance, steps, ba
         grads = [g.copy() for g in attention.grads.values()]
         return [context, cache.weights, dquery, dmemory] + ([] if dprojected is None else [dprojected]) + grads
 
-    with spying(kernels.attention, "softmax_context", "context_backward") as calls:
+    spied = ("softmax_context", "softmax_context_backward") + (("bahdanau_score_backward",) if kind == "bahdanau"
+                                                                else ())
+    with spying(kernels.attention, *spied) as calls:
         fast, reference = both(run)
-    assert calls == {"softmax_context": 1, "context_backward": 1}
+    assert calls == dict.fromkeys(spied, 1)
     for k, (a, b) in enumerate(zip(fast, reference)):
         assert_near(a, b, tolerance, f"{kind} output {k}", floor=1.0)     # inputs are O(1)
     assert numpy.all(fast[1][~mask] == 0.0)                               # padded positions: exactly 0
@@ -191,10 +201,10 @@ def test_cross_entropy_kernel_matches_the_reference(dtype, tolerance, steps, bat
     targets[numpy.arange(steps)[:, None] >= lengths[None, :]] = 10 ** 6    # padded targets: anything
     logits[-1, -1, 0] = numpy.inf if lengths[-1] < steps else logits[-1, -1, 0]   # even inf on a pad
 
-    with spying(kernels.loss, "cross_entropy_rows") as calls:
+    with spying(kernels.loss, "softmax_cross_entropy") as calls:
         fast, reference = both(lambda: cross_entropy(logits, targets, lengths, reduction=reduction,
                                                      label_smoothing=smoothing))
-    assert calls == {"cross_entropy_rows": 1}
+    assert calls == {"softmax_cross_entropy": 1}
     assert_near(fast[0], reference[0], tolerance, "loss")
     assert_near(fast[1], reference[1], tolerance, "dlogits")
     assert fast[1].dtype == dtype
@@ -230,7 +240,7 @@ MODEL_CASES = [("lstm", "bahdanau", dict()), ("gru", "luong-general", dict(input
 @pytest.mark.parametrize("cell,attention,options", MODEL_CASES)
 def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differences(cell, attention, options):
     """Loss and every gradient of a padded batch, kernels on and off (float64); then the gradient check
-    with the kernels on, as the whole grid of test_model.py also runs (the kernels are on by default)."""
+    with the kernels on (the suite's other gradient checks run on the reference path)."""
     from conftest import assert_checked
     from minis2s import checks
     def run():
@@ -243,13 +253,15 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
         loss = model.loss_and_grads(batch)
         return loss, {name: g.copy() for name, g in model.grads.items()}
 
-    with spying(kernels.rnn, f"{cell}_backward") as calls:
+    with spying(kernels.rnn, f"{cell}_step_backward") as calls:
         (fast_loss, fast_grads), (loss, grads) = both(run)
-    assert calls[f"{cell}_backward"] > 0
+    assert calls[f"{cell}_step_backward"] > 0
     assert abs(fast_loss - loss) <= 1e-12 * abs(loss)
     for name in grads:
         assert_near(fast_grads[name], grads[name], 1e-12, name)
-    assert_checked(checks.check_seq2seq(cell, attention, max_elements=8, **options))
+    with spying(kernels.rnn, f"{cell}_step_backward") as calls:
+        assert_checked(checks.check_seq2seq(cell, attention, max_elements=8, **options))
+    assert calls[f"{cell}_step_backward"] > 0
 
 
 @given(size=st.integers(1, 4), k=st.integers(1, 5), vocab=st.integers(5, 30), seed=st.integers(0, 1000))

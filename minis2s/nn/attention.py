@@ -1,36 +1,41 @@
 """Attention over the encoder outputs, one decoder step at a time.
 
-Shapes: memory K (S, B, M) the encoder outputs (M = dirs*H), mask (S, B) true at real source
-positions, query q (B, Q) a decoder hidden state, A the attention size (Bahdanau).
+Shapes: memory K (S, B, M) the encoder outputs (M = dirs*H), K_s (B, M) its row at source position s,
+mask (S, B) true at real source positions, query q (B, Q) a decoder hidden state, A the attention
+size (Bahdanau). Letters as in docs/notation.md.
 
-Scores e_s for each source position s:
+Scores for each source position s:
 
-    bahdanau        e_s = v^T tanh(W_q q + W_k k_s)          (additive; Bahdanau et al. 2015)
-                    K W_k^T does not depend on the step: ``project_memory`` computes it once
-    luong-dot       e_s = k_s . q                            (Luong et al. 2015; needs Q == M)
-    luong-general   e_s = k_s . (W_a q)                      W_a: (M, Q)
+    bahdanau        phi_s   = tanh(W_q q + W_k K_s)             (A,)  the additive layer (Bahdanau et al. 2015)
+                    score_s = v . phi_s                         K W_k^T does not depend on the step:
+                                                                ``project_memory`` computes it once
+    luong-dot       score_s = K_s . q                           (Luong et al. 2015; needs Q == M)
+    luong-general   u = W_a q,  score_s = K_s . u               W_a: (M, Q)
 
-Then the masked softmax and the context vector:
+Then the masked softmax and the context vector of this step (``softmax_context``):
 
-    alpha_s = exp(e_s - max e) [s real] / sum over real s'    (padded positions get exactly 0)
-    c       = sum_s alpha_s k_s                              (B, M)
+    alpha_s = exp(score_s - max score) [s real] / sum over real s'    (padded positions get exactly 0)
+    ctx     = sum_s alpha_s K_s                                      (B, M)
 
-Backward (dc from above):
+Backward (dctx from above), the mirror image:
 
-    dalpha_s = dc . k_s                dK_s += alpha_s dc
-    de_s     = alpha_s (dalpha_s - sum_s' alpha_s' dalpha_s')    (softmax backward; 0 where alpha is 0)
-    luong-dot:      dq = sum_s de_s k_s,          dK_s += de_s q
-    luong-general:  du = sum_s de_s k_s (u = W_a q),  dW_a += du^T q,  dq = du W_a,  dK_s += de_s u
-    bahdanau:       da_s = de_s v * (1 - t_s^2)  with t_s = tanh(W_q q + W_k k_s)
-                    dv += sum_s,b de_s t_s,  dW_q += (sum_s da_s)^T q,  dq = (sum_s da_s) W_q,
-                    dKW_s += da_s   (the projected memory's gradient, summed over all steps, then
-                                     ``project_memory_backward``: dW_k += dKW^T K,  dK += dKW W_k)
+    softmax_context_backward:
+        dalpha_s = dctx . K_s                 dK_s += alpha_s dctx
+        dscore_s = alpha_s (dalpha_s - sum_s' alpha_s' dalpha_s')    (softmax backward; 0 where alpha is 0)
+    luong-dot:      dq = sum_s dscore_s K_s,            dK_s += dscore_s q
+    luong-general:  du = sum_s dscore_s K_s,  dK_s += dscore_s u,  dW_a += du^T q,  dq = du W_a
+    bahdanau (bahdanau_score_backward, then the query's projection):
+                    dv += sum_s,b dscore_s phi_s,       dpre_s = dscore_s v (1 - phi_s^2)     (through tanh)
+                    dKW_s += dpre_s   (the projected memory's gradient, summed over all decoder steps;
+                                       ``project_memory_backward`` then: dW_k += dKW^T K,  dK += dKW W_k)
+                    dqW = sum_s dpre_s,  dW_q += dqW^T q,  dq = dqW W_q
 """
 from typing import NamedTuple
 
 import numpy
 
-from .. import backend, kernels
+from .. import backend
+from ..dispatch import twin
 from . import init
 from .module import Module
 
@@ -38,9 +43,10 @@ KINDS = ("bahdanau", "luong-dot", "luong-general")
 
 
 class AttentionCache(NamedTuple):
-    query: object         # (B, Q)
+    query: object         # (B, Q) q
     weights: object       # (S, B) alpha
-    aux: object           # bahdanau: t = tanh(.) (S, B, A); luong-general: u = W_a q (B, M); dot: None
+    phi: object           # (S, B, A) bahdanau's tanh(W_q q + W_k K_s); None for the Luong kinds
+    u: object             # (B, M) luong-general's W_a q; None for the others
 
 
 class Attention(Module):
@@ -80,57 +86,41 @@ class Attention(Module):
     # ------------------------------------------------------------------ once per step
 
     def forward(self, query, memory, projected, mask):
-        """query (B, Q), memory (S, B, M), projected (S, B, A) or None, mask (S, B) -> context (B, M), cache."""
-        xp = backend.array_module(query)
-        aux = None
-        if self.kind == "bahdanau":
-            aux = projected + query @ self.params["W_q"].T
-            xp.tanh(aux, out=aux)                                         # t (S, B, A), in place
-            scores = aux @ self.params["v"]                               # (S, B)
-        elif self.kind == "luong-dot":
-            scores = (memory * query).sum(axis=-1)
-        else:
-            aux = query @ self.params["W_a"].T                            # u = W_a q, (B, M)
-            scores = (memory * aux).sum(axis=-1)
-        if kernels.use_for(scores, memory):   # fused: kernels/attention.py
-            weights, context = kernels.attention.softmax_context(scores, mask, memory)
-        else:
-            weights = masked_softmax(scores, mask)
-            context = (weights[:, :, None] * memory).sum(axis=0)
-        return context, AttentionCache(query, weights, aux)
+        """query (B, Q), memory (S, B, M), projected (S, B, A) or None, mask (S, B) -> ctx (B, M), cache."""
+        scores, phi, u = self.scores_forward(query, memory, projected)
+        weights, ctx = softmax_context(scores, mask, memory)
+        return ctx, AttentionCache(query, weights, phi, u)
 
-    def backward(self, dcontext, cache, memory, dmemory, dprojected=None):
-        """dcontext (B, M) -> dquery (B, Q); adds this step's dK into dmemory (S, B, M) and, for bahdanau,
+    def backward(self, dctx, cache, memory, dmemory, dprojected=None):
+        """dctx (B, M) -> dquery (B, Q); adds this step's dK into dmemory (S, B, M) and, for bahdanau,
         dKW into dprojected (S, B, A): both are sums over all decoder steps."""
-        weights = cache.weights
-        fast = kernels.use_for(dcontext, memory, dmemory)
-        if fast:                                                          # fused: kernels/attention.py
-            dscores = kernels.attention.context_backward(dcontext, weights, memory, dmemory)
-        else:
-            dweights = (memory * dcontext).sum(axis=-1)                   # c = sum alpha_s k_s
-            dmemory += weights[:, :, None] * dcontext
-            dscores = weights * (dweights - (weights * dweights).sum(axis=0))  # through the softmax
+        dscores = softmax_context_backward(dctx, cache.weights, memory, dmemory)
+        return self.scores_backward(dscores, cache, memory, dmemory, dprojected)
+
+    def scores_forward(self, query, memory, projected):
+        """-> scores (S, B), phi (S, B, A) or None, u (B, M) or None."""
         if self.kind == "bahdanau":
-            t = cache.aux
-            if fast:
-                dquery_projected = kernels.attention.bahdanau_backward(dscores, t, self.params["v"],
-                                                                       self.grads["v"], dprojected)
-            else:
-                self.grads["v"] += (t * dscores[:, :, None]).sum(axis=(0, 1))  # e = t v
-                dpre = dscores[:, :, None] * self.params["v"] * (1 - t * t)     # through tanh
-                dprojected += dpre
-                dquery_projected = dpre.sum(axis=0)                             # W_q q is shared by all s
-            self.grads["W_q"] += dquery_projected.T @ cache.query
-            dquery = dquery_projected @ self.params["W_q"]
-        elif self.kind == "luong-dot":
-            dquery = (dscores[:, :, None] * memory).sum(axis=0)            # e_s = k_s . q
-            dmemory += dscores[:, :, None] * cache.query
-        else:
-            du = (dscores[:, :, None] * memory).sum(axis=0)                # e_s = k_s . u
-            dmemory += dscores[:, :, None] * cache.aux
-            self.grads["W_a"] += du.T @ cache.query                        # u = W_a q
-            dquery = du @ self.params["W_a"]
-        return dquery
+            phi = backend.array_module(query).tanh(projected + query @ self.params["W_q"].T)
+            return phi @ self.params["v"], phi, None
+        if self.kind == "luong-dot":
+            return (memory * query).sum(axis=-1), None, None
+        u = query @ self.params["W_a"].T                                   # u = W_a q
+        return (memory * u).sum(axis=-1), None, u
+
+    def scores_backward(self, dscores, cache, memory, dmemory, dprojected):
+        """dscores (S, B) -> dquery (B, Q); adds into dmemory, dprojected and the weights' gradients."""
+        if self.kind == "bahdanau":
+            dquery_projected = bahdanau_score_backward(dscores, cache.phi, self.params["v"], self.grads["v"],
+                                                       dprojected)
+            self.grads["W_q"] += dquery_projected.T @ cache.query           # W_q q
+            return dquery_projected @ self.params["W_q"]
+        if self.kind == "luong-dot":
+            dmemory += dscores[:, :, None] * cache.query                     # score_s = K_s . q
+            return (dscores[:, :, None] * memory).sum(axis=0)
+        du = (dscores[:, :, None] * memory).sum(axis=0)                      # score_s = K_s . u
+        dmemory += dscores[:, :, None] * cache.u
+        self.grads["W_a"] += du.T @ cache.query                              # u = W_a q
+        return du @ self.params["W_a"]
 
 
 def masked_softmax(scores, mask):
@@ -140,3 +130,28 @@ def masked_softmax(scores, mask):
     shifted = scores - scores.max(axis=0, keepdims=True)     # every column has a real position
     e = xp.exp(shifted)                                       # exp(-inf) = 0 exactly
     return e / e.sum(axis=0, keepdims=True)
+
+
+@twin("attention.softmax_context")
+def softmax_context(scores, mask, memory):
+    """scores (S, B), mask (S, B), memory (S, B, M) -> weights alpha (S, B), ctx (B, M)."""
+    weights = masked_softmax(scores, mask)
+    ctx = (weights[:, :, None] * memory).sum(axis=0)         # ctx = sum_s alpha_s K_s
+    return weights, ctx
+
+
+@twin("attention.softmax_context_backward")
+def softmax_context_backward(dctx, weights, memory, dmemory):
+    """dctx (B, M) -> dscores (S, B); adds dK_s = alpha_s dctx into dmemory (S, B, M)."""
+    dweights = (memory * dctx).sum(axis=-1)                   # ctx = sum_s alpha_s K_s
+    dmemory += weights[:, :, None] * dctx
+    return weights * (dweights - (weights * dweights).sum(axis=0))   # through the softmax
+
+
+@twin("attention.bahdanau_score_backward")
+def bahdanau_score_backward(dscores, phi, v, dv, dprojected):
+    """dscores (S, B), phi (S, B, A) -> the gradient of W_q q (B, A); adds into dv (A,) and dprojected (S, B, A)."""
+    dv += (phi * dscores[:, :, None]).sum(axis=(0, 1))       # score_s = v . phi_s
+    dpre = dscores[:, :, None] * v * (1 - phi * phi)          # phi_s = tanh(pre_s)
+    dprojected += dpre                                        # pre_s = W_q q + (K W_k^T)_s
+    return dpre.sum(axis=0)                                   # W_q q is shared by every s

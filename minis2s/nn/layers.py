@@ -24,7 +24,8 @@ Softmax over the last axis, with the maximum subtracted so that exp never overfl
 """
 from typing import NamedTuple
 
-from .. import backend, kernels
+from .. import backend
+from ..dispatch import twin
 from . import init
 from .module import Module
 
@@ -93,20 +94,17 @@ def embedding_forward(weight, ids):
 
 
 def embedding_backward(dout, cache, dweight, padding_idx=None):
-    """Scatter-add the rows of dout (..., E) into dweight (V, E), in place."""
+    """Scatter-add the rows of dout (..., E) into dweight (V, E), in place; the padding row gets nothing."""
     ids = cache.ids.reshape(-1)
     rows = dout.reshape(ids.shape[0], -1)
-    if kernels.enabled() and kernels.embedding.supports(dweight, rows):    # kernels/embedding.py
-        kernels.embedding.scatter_add_rows(dweight, ids, rows, -1 if padding_idx is None else padding_idx)
-        return
-    if padding_idx is not None:
-        rows = rows * (ids != padding_idx)[:, None]  # the padding row learns nothing
-    scatter_add_rows(dweight, ids, rows)
+    scatter_add_rows(dweight, ids, rows, -1 if padding_idx is None else padding_idx)
 
 
-def scatter_add_rows(target, ids, rows):
-    """target[ids[n]] += rows[n] for every n, accumulating repeated ids."""
+@twin("embedding.scatter_add_rows")
+def scatter_add_rows(target, ids, rows, skip=-1):
+    """target[ids[n]] += rows[n] for every n, accumulating repeated ids; rows whose id is ``skip`` are left out."""
     xp = backend.array_module(target)
+    rows = rows * (ids != skip)[:, None]             # the padding row learns nothing
     if xp.__name__ == "numpy":
         xp.add.at(target, ids, rows)
     else:  # CuPy: atomic adds

@@ -23,6 +23,12 @@ Backward through time walks the steps in reverse, carrying dstate:
     dstate = (m_t ? 0 : dstate) + cell_backward(dnew_t)'s dstate_prev
     dW_ih += dXW^T X,  db_ih += sum dXW,  dW_hh += dGH^T H_prev,  db_hh += sum dGH    (after the loop:
     dx     = dXW W_ih                                                 one matrix product each)
+
+The layers above run layer by layer, each over all steps. The decoder cannot: its step t needs the
+output of step t-1 (attention, input feeding, its own guesses), so it runs step by step, each step
+through every layer: ``Recurrent.stack_step_forward`` / ``stack_step_backward`` below, the same cells
+and the same dropout between layers, with ``stack_weight_grads`` taking the weight gradients after
+the loop as one product each. Derivation: docs/derivations/bptt-and-masking.md.
 """
 from typing import NamedTuple
 
@@ -108,6 +114,14 @@ def direction_backward(cell, dout, dstate, cache, W_ih, grads):
 
 
 # ----------------------------------------------------------------------------- the layers
+
+class StackStepCache(NamedTuple):
+    """One time step through a stack of layers (one direction), for the decoder."""
+    inputs: list          # [k] (B, D_k) layer k's input after dropout; None for layer 0 (its input side came as xw)
+    drop_masks: list      # [k] the dropout mask on layer k's input; None for layer 0
+    h_prev: list          # [k] (B, H) the hidden state entering layer k
+    cells: list           # [k] the cell's step cache
+
 
 class RecurrentCache(NamedTuple):
     lengths: object
@@ -231,6 +245,59 @@ class Recurrent(Module):
                     dstate0[j][index] = s
             d_layer_output = dropout_backward(d_input, cache.dropout_masks[k]) if k > 0 else d_input
         return d_layer_output, self._state_public(tuple(xp.stack(s) for s in dstate0))
+
+
+    # ------------------------------------------------------------------ one step through every layer (decoder)
+
+    def stack_step_forward(self, xw0, state, train=True):
+        """xw0 (B, G*H) layer 0's input side x W_ih^T + b_ih, state tuple of (L, B, H) -> new state, cache.
+
+        Layer k > 0 takes the new h of layer k-1 through dropout. Unidirectional layers only.
+        """
+        xp = backend.array_module(xw0)
+        inputs, drop_masks, h_prev, cells, new_state = [], [], [], [], []
+        below = None
+        for k in range(self.num_layers):
+            W_ih, b_ih, W_hh, b_hh = self.weights(k, "")
+            if k == 0:
+                x, drop_mask, xw = None, None, xw0
+            else:
+                x, drop_mask = dropout_forward(below, self.dropout, self.rng, train)
+                xw = x @ W_ih.T + b_ih
+            layer_state, cell_cache = self.cell.forward(xw, tuple(s[k] for s in state), W_hh, b_hh)
+            inputs.append(x)
+            drop_masks.append(drop_mask)
+            h_prev.append(state[0][k])
+            cells.append(cell_cache)
+            new_state.append(layer_state)
+            below = layer_state[0]
+        new_state = tuple(xp.stack(parts) for parts in zip(*new_state))
+        return new_state, StackStepCache(inputs, drop_masks, h_prev, cells)
+
+    def stack_step_backward(self, dtop, dstate, cache):
+        """dtop (B, H) the gradient of the top layer's new h from above, dstate tuple of (L, B, H) from the
+        next step -> dxw [k] (B, G*H), dgh [k] (B, G*H), dstate_prev tuple of (L, B, H)."""
+        xp = backend.array_module(dtop)
+        dxw, dgh, dprev = [None] * self.num_layers, [None] * self.num_layers, [None] * self.num_layers
+        dbelow = dtop                                             # the gradient reaching h_t of layer k
+        for k in reversed(range(self.num_layers)):
+            dnew = (dstate[0][k] + dbelow,) + tuple(s[k] for s in dstate[1:])
+            dxw[k], dgh[k], dprev[k] = self.cell.backward(dnew, cache.cells[k])
+            if k > 0:                                             # layer k's input was dropout(h of layer k-1)
+                dbelow = dropout_backward(dxw[k] @ self.params[f"weight_ih_l{k}"], cache.drop_masks[k])
+        return dxw, dgh, tuple(xp.stack(parts) for parts in zip(*dprev))
+
+    def stack_weight_grads(self, inputs, h_prev, dxw, dgh):
+        """After a step-by-step loop, every layer's weight gradients as one product each over all steps:
+        inputs[k] (T, B, D_k), h_prev[k] (T, B, H), dxw[k], dgh[k] (T, B, G*H)."""
+        for k in range(self.num_layers):
+            dW_ih, db_ih, dW_hh, db_hh = self.weight_grads(k, "")
+            flat_dxw = dxw[k].reshape(-1, dxw[k].shape[-1])
+            flat_dgh = dgh[k].reshape(-1, dgh[k].shape[-1])
+            dW_ih += flat_dxw.T @ inputs[k].reshape(-1, inputs[k].shape[-1])     # xw = x W_ih^T + b_ih
+            db_ih += flat_dxw.sum(axis=0)
+            dW_hh += flat_dgh.T @ h_prev[k].reshape(-1, self.hidden_size)       # gh = h W_hh^T + b_hh
+            db_hh += flat_dgh.sum(axis=0)
 
 
 def _stack_orthogonal(gates, hidden, rng):

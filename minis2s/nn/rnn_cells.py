@@ -41,7 +41,8 @@ here: the sequence layer stacks every step's dxw and dgh and takes each as one m
 """
 from typing import NamedTuple
 
-from .. import backend, kernels
+from .. import backend
+from ..dispatch import twin
 from .layers import relu_forward, sigmoid_forward, tanh_forward
 
 
@@ -82,11 +83,9 @@ class LSTMStepCache(NamedTuple):
     W_hh: object          # (4H, H)
 
 
+@twin("rnn.lstm_step_forward")
 def lstm_step_forward(xw, h, c, W_hh, b_hh):
     """xw (B, 4H), h (B, H), c (B, H) -> h_next (B, H), c_next (B, H), cache."""
-    if kernels.use_for(xw, h, c):       # the fused twin: kernels/rnn.py
-        h_next, c_next, (i, f, g, o), tanh_c_next = kernels.rnn.lstm_forward(xw, h, c, W_hh, b_hh)
-        return h_next, c_next, LSTMStepCache(c, i, f, g, o, tanh_c_next, W_hh)
     hidden = h.shape[1]
     a = xw + h @ W_hh.T + b_hh                                    # (B, 4H) pre-activations
     i = sigmoid_forward(a[:, 0 * hidden:1 * hidden])
@@ -99,11 +98,9 @@ def lstm_step_forward(xw, h, c, W_hh, b_hh):
     return h_next, c_next, LSTMStepCache(c, i, f, g, o, tanh_c_next, W_hh)
 
 
+@twin("rnn.lstm_step_backward")
 def lstm_step_backward(dh_next, dc_next, cache):
     """dh_next, dc_next (B, H) -> dxw (B, 4H), dgh (B, 4H), dh (B, H), dc (B, H)."""
-    if kernels.use_for(dh_next, dc_next, cache.c):
-        da, dh, dc = kernels.rnn.lstm_backward(dh_next, dc_next, *cache)
-        return da, da, dh, dc
     xp = backend.array_module(dh_next)
     c, i, f, g, o, tanh_c_next = cache.c, cache.i, cache.f, cache.g, cache.o, cache.tanh_c_next
     dc_total = dc_next + dh_next * o * (1 - tanh_c_next * tanh_c_next)   # h' = o tanh(c')
@@ -129,11 +126,9 @@ class GRUStepCache(NamedTuple):
     W_hh: object          # (3H, H)
 
 
+@twin("rnn.gru_step_forward")
 def gru_step_forward(xw, h, W_hh, b_hh):
     """xw (B, 3H), h (B, H) -> h_next (B, H), cache."""
-    if kernels.use_for(xw, h):          # the fused twin: kernels/rnn.py
-        h_next, (r, z, n, gh_n) = kernels.rnn.gru_forward(xw, h, W_hh, b_hh)
-        return h_next, GRUStepCache(h, r, z, n, gh_n, W_hh)
     hidden = h.shape[1]
     gh = h @ W_hh.T + b_hh                                        # (B, 3H)
     r = sigmoid_forward(xw[:, 0 * hidden:1 * hidden] + gh[:, 0 * hidden:1 * hidden])
@@ -144,10 +139,9 @@ def gru_step_forward(xw, h, W_hh, b_hh):
     return h_next, GRUStepCache(h, r, z, n, gh_n, W_hh)
 
 
+@twin("rnn.gru_step_backward")
 def gru_step_backward(dh_next, cache):
     """dh_next (B, H) -> dxw (B, 3H), dgh (B, 3H), dh (B, H)."""
-    if kernels.use_for(dh_next, cache.h):
-        return kernels.rnn.gru_backward(dh_next, *cache)
     xp = backend.array_module(dh_next)
     h, r, z, n, gh_n = cache.h, cache.r, cache.z, cache.n, cache.gh_n
     da_n = dh_next * (1 - z) * (1 - n * n)                        # h' = (1-z) n + ...,  n = tanh(a_n)

@@ -1,0 +1,109 @@
+"""One dispatch point: each reference function, or its fast twin in ``kernels/``.
+
+The maths of minis2s is written once, in the reference functions a learner reads (``nn/``,
+``loss.py``, ``decode.py``, ``optim.py``): array code only, no branch on speed. Some of them have a
+fast twin in ``kernels/`` (the same equations as Numba loops) with the same arguments and the same
+results. The twin is named where the reference is defined, and nowhere else:
+
+    @twin("rnn.lstm_step_forward")          # kernels/rnn.py: lstm_step_forward
+    def lstm_step_forward(xw, h, c, W_hh, b_hh):
+        ...                                  # the reference
+
+A call then goes through ``dispatch`` below, which runs the twin when
+
+    * the kernels are on: the default; ``MINIS2S_KERNELS=0``, ``use_kernels(False)`` or
+      ``with reference_path():`` turn them off,
+    * the kernels can be loaded (they need Numba; without it minis2s says so once and runs the
+      reference path everywhere),
+    * and every array argument is a NumPy array. A GPU array (CuPy, or the strict stand-in) keeps
+      the reference path: the CPU kernels never see it.
+
+Otherwise it runs the reference. ``f.reference`` is the reference itself, whatever the switch says;
+``f.twin_name`` names its twin. The gradient checks (``minis2s gradcheck``, the test suite) run with
+the kernels off, so they check the code a learner reads; ``tests/test_kernels.py`` holds every twin
+against its reference.
+"""
+import contextlib
+import functools
+import importlib
+import os
+import sys
+
+import numpy
+
+_enabled = os.environ.get("MINIS2S_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
+_kernels = None            # the module minis2s.kernels once loaded; False when it cannot be
+_modules = {}              # "rnn" -> the module minis2s.kernels.rnn
+
+
+def use_kernels(flag=True):
+    """Run the fast twins where they exist (True) or only the reference path (False)."""
+    global _enabled
+    _enabled = bool(flag)
+
+
+def kernels_enabled():
+    """Is the fast path asked for (and can it load)?"""
+    return _enabled and _load() is not None
+
+
+@contextlib.contextmanager
+def reference_path(reference=True):
+    """``with reference_path():`` runs the block on the reference functions only (then restores the switch);
+    ``reference_path(False)`` runs it with the kernels on."""
+    global _enabled
+    before = _enabled
+    _enabled = not reference
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def _load():
+    """minis2s.kernels, or None when Numba cannot be imported (said once, on standard error)."""
+    global _kernels
+    if _kernels is None:
+        try:
+            _kernels = importlib.import_module("minis2s.kernels")
+        except ImportError as error:
+            _kernels = False
+            sys.stderr.write(f"minis2s: the fast kernels cannot be loaded ({error}); "
+                             "running the reference path (pip install numba for the kernels)\n")
+    return _kernels or None
+
+
+def _find_twin(name):
+    """kernels/<module>.py's <function> for "module.function" (looked up at each call, so a test can spy on it)."""
+    module_name, function_name = name.split(".")
+    if module_name not in _modules:
+        _modules[module_name] = importlib.import_module(f"minis2s.kernels.{module_name}")
+    return getattr(_modules[module_name], function_name)
+
+
+def _on_host(args):
+    """True when every array among ``args`` is a NumPy array (and there is at least one)."""
+    seen = False
+    for a in args:
+        kind = type(a)
+        if kind is numpy.ndarray:
+            seen = True
+        elif hasattr(a, "__cuda_array_interface__") or (hasattr(a, "shape") and hasattr(a, "dtype")
+                                                         and not isinstance(a, numpy.generic)):
+            return False                      # a device array (CuPy or the stand-in): reference path
+    return seen
+
+
+def twin(name):
+    """Mark a reference function as having the fast twin ``kernels/<module>.py: <function>``."""
+    def mark(reference):
+        @functools.wraps(reference)
+        def dispatch(*args, **kwargs):
+            if _enabled and _on_host(args) and _load() is not None:
+                return _find_twin(name)(*args, **kwargs)
+            return reference(*args, **kwargs)
+
+        dispatch.reference = reference
+        dispatch.twin_name = name
+        return dispatch
+    return mark
