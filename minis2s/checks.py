@@ -13,18 +13,28 @@ from .nn import layers, rnn
 F64 = "float64"
 
 
+def _checked(problem):
+    """problem(...) -> Problem  becomes  check(...) -> {tensor name: max relative error}."""
+    def check(*args, **kwargs):
+        return gradcheck.check(problem(*args, **kwargs))
+    check.__name__ = check.__qualname__ = "check_" + problem.__name__[:-len("_problem")]
+    check.__doc__ = problem.__doc__
+    check.problem = problem
+    return check
+
+
 def _normal(rng, shape):
     return backend.asarray(rng.standard_normal(shape), dtype=F64)
 
 
-def check_linear(lead=(3, 2), in_features=4, out_features=5, seed=0):
+def linear_problem(lead=(3, 2), in_features=4, out_features=5, seed=0):
     rng = numpy.random.default_rng(seed)
     layer = layers.Linear(in_features, out_features, dtype=F64, seed=seed)
-    return gradcheck.check_function(layer.forward, layer.backward,
+    return gradcheck.function_problem(layer.forward, layer.backward,
                                     {"x": _normal(rng, (*lead, in_features))}, module=layer, seed=seed)
 
 
-def check_embedding(lead=(4, 3), vocab=7, dim=3, seed=0):
+def embedding_problem(lead=(4, 3), vocab=7, dim=3, seed=0):
     """Ids drawn with repeats, so the scatter-add must accumulate."""
     rng = numpy.random.default_rng(seed)
     layer = layers.Embedding(vocab, dim, dtype=F64, seed=seed)
@@ -34,10 +44,10 @@ def check_embedding(lead=(4, 3), vocab=7, dim=3, seed=0):
         layer.backward(dout, cache)
         return (None,)
 
-    return gradcheck.check_function(layer.forward, backward, {"ids": ids}, module=layer, seed=seed)
+    return gradcheck.function_problem(layer.forward, backward, {"ids": ids}, module=layer, seed=seed)
 
 
-def check_dropout(shape=(4, 5), p=0.3, seed=0):
+def dropout_problem(shape=(4, 5), p=0.3, seed=0):
     """The mask is fixed (the generator restarts at each call), so the layer is linear in x."""
     rng = numpy.random.default_rng(seed)
     layer = layers.Dropout(p, dtype=F64, seed=seed)
@@ -46,42 +56,42 @@ def check_dropout(shape=(4, 5), p=0.3, seed=0):
         layer.reseed(seed)
         return layer.forward(x, train=True)
 
-    return gradcheck.check_function(forward, layer.backward, {"x": _normal(rng, shape)}, seed=seed)
+    return gradcheck.function_problem(forward, layer.backward, {"x": _normal(rng, shape)}, seed=seed)
 
 
-def _check_activation(forward, backward, shape, seed, shift=0.0):
+def _activation_problem(forward, backward, shape, seed, shift=0.0):
     rng = numpy.random.default_rng(seed)
     x = _normal(rng, shape) + shift
-    return gradcheck.check_function(lambda a: (forward(a), forward(a)), lambda dy, y: backward(dy, y),
+    return gradcheck.function_problem(lambda a: (forward(a), forward(a)), lambda dy, y: backward(dy, y),
                                     {"x": x}, seed=seed)
 
 
-def check_tanh(shape=(3, 4), seed=0):
-    return _check_activation(layers.tanh_forward, layers.tanh_backward, shape, seed)
+def tanh_problem(shape=(3, 4), seed=0):
+    return _activation_problem(layers.tanh_forward, layers.tanh_backward, shape, seed)
 
 
-def check_sigmoid(shape=(3, 4), seed=0):
-    return _check_activation(layers.sigmoid_forward, layers.sigmoid_backward, shape, seed)
+def sigmoid_problem(shape=(3, 4), seed=0):
+    return _activation_problem(layers.sigmoid_forward, layers.sigmoid_backward, shape, seed)
 
 
-def check_relu(shape=(3, 4), seed=0):
+def relu_problem(shape=(3, 4), seed=0):
     """Inputs kept away from the kink at 0, where the derivative does not exist."""
     rng = numpy.random.default_rng(seed)
     x = rng.standard_normal(shape)
     x = backend.asarray(numpy.where(numpy.abs(x) < 1e-3, 0.5, x), dtype=F64)
-    return gradcheck.check_function(lambda a: (layers.relu_forward(a),) * 2,
+    return gradcheck.function_problem(lambda a: (layers.relu_forward(a),) * 2,
                                     lambda dy, y: layers.relu_backward(dy, y), {"x": x}, seed=seed)
 
 
-def check_softmax(shape=(3, 5), seed=0):
-    return _check_activation(layers.softmax_forward, layers.softmax_backward, shape, seed)
+def softmax_problem(shape=(3, 5), seed=0):
+    return _activation_problem(layers.softmax_forward, layers.softmax_backward, shape, seed)
 
 
-def check_log_softmax(shape=(3, 5), seed=0):
-    return _check_activation(layers.log_softmax_forward, layers.log_softmax_backward, shape, seed)
+def log_softmax_problem(shape=(3, 5), seed=0):
+    return _activation_problem(layers.log_softmax_forward, layers.log_softmax_backward, shape, seed)
 
 
-def check_cross_entropy(steps=4, batch=3, vocab=6, reduction="mean", label_smoothing=0.0, seed=0):
+def cross_entropy_problem(steps=4, batch=3, vocab=6, reduction="mean", label_smoothing=0.0, seed=0):
     """Padded targets (random lengths) with the given reduction and smoothing."""
     rng = numpy.random.default_rng(seed)
     logits = _normal(rng, (steps, batch, vocab))
@@ -98,7 +108,7 @@ def check_cross_entropy(steps=4, batch=3, vocab=6, reduction="mean", label_smoot
             return dlogits * dloss[None, :, None]
         return dlogits * dloss
 
-    return gradcheck.check_function(forward, backward, {"logits": logits}, seed=seed)
+    return gradcheck.function_problem(forward, backward, {"logits": logits}, seed=seed)
 
 
 RECURRENT = {"rnn": lambda *a, **k: rnn.RNN(*a, **k),
@@ -113,7 +123,7 @@ def make_recurrent(cell, input_size, hidden_size, num_layers=1, bidirectional=Fa
                            dropout=dropout, dtype=dtype, seed=seed)
 
 
-def check_recurrent(cell="lstm", num_layers=1, bidirectional=False, lengths=(4, 2, 3), input_size=3,
+def recurrent_problem(cell="lstm", num_layers=1, bidirectional=False, lengths=(4, 2, 3), input_size=3,
                     hidden_size=4, dropout=0.0, seed=0, max_elements=None):
     """x, the initial state and every parameter, with padding (lengths) and, if dropout > 0, a fixed mask.
 
@@ -139,7 +149,7 @@ def check_recurrent(cell="lstm", num_layers=1, bidirectional=False, lengths=(4, 
         return (dx, *dstate0) if len(dstate) == 2 else (dx, dstate0)
 
     h = 1e-6 if cell == "rnn_relu" else 1e-5      # a smaller nudge almost never crosses relu's kink at 0
-    return gradcheck.check_function(forward, backward, inputs, module=layer, seed=seed, max_elements=max_elements,
+    return gradcheck.function_problem(forward, backward, inputs, module=layer, seed=seed, max_elements=max_elements,
                                     h=h)
 
 
@@ -161,7 +171,7 @@ def random_batch(rng, src_lengths, tgt_lengths, src_vocab, tgt_vocab):
     return collate(src, tgt)
 
 
-def check_seq2seq(cell="gru", attention="bahdanau", bidirectional=False, input_feeding=False,
+def seq2seq_problem(cell="gru", attention="bahdanau", bidirectional=False, input_feeding=False,
                   context_feeding=False, teacher_forcing=1.0, num_layers=1, dropout=0.0, reverse_source=False,
                   label_smoothing=0.0, bridge="final", src_lengths=(3, 1, 4), tgt_lengths=(2, 3, 1),
                   emb_size=3, hidden_size=4, seed=0, max_elements=None):
@@ -186,50 +196,66 @@ def check_seq2seq(cell="gru", attention="bahdanau", bidirectional=False, input_f
         logits, _ = model.forward(batch, train=True)
         return cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=label_smoothing)[0]
 
-    model.reseed(seed)
-    model.loss_and_grads(batch)
-    analytic = {name: grad.copy() for name, grad in model.grads.items()}
-    return gradcheck.compare(objective, model.params, analytic, max_elements=max_elements, seed=seed)
+    def analytic():
+        model.reseed(seed)
+        model.loss_and_grads(batch)
+        return {name: grad.copy() for name, grad in model.grads.items()}
+
+    return gradcheck.Problem(objective, model.params, analytic, max_elements, 1e-5, seed)
 
 
-# name -> zero-argument check at the fixed sizes the command line uses
+# check_X(...) runs X_problem(...): {tensor name: max relative error}
+check_linear = _checked(linear_problem)
+check_embedding = _checked(embedding_problem)
+check_dropout = _checked(dropout_problem)
+check_tanh = _checked(tanh_problem)
+check_sigmoid = _checked(sigmoid_problem)
+check_relu = _checked(relu_problem)
+check_softmax = _checked(softmax_problem)
+check_log_softmax = _checked(log_softmax_problem)
+check_cross_entropy = _checked(cross_entropy_problem)
+check_recurrent = _checked(recurrent_problem)
+check_seq2seq = _checked(seq2seq_problem)
+
+
+# name -> the zero-argument Problem the command line checks, at small fixed sizes
 CATALOGUE = {
-    "Embedding": check_embedding,
-    "Linear": check_linear,
-    "Dropout (fixed mask)": check_dropout,
-    "tanh": check_tanh,
-    "sigmoid": check_sigmoid,
-    "relu": check_relu,
-    "softmax": check_softmax,
-    "log_softmax": check_log_softmax,
-    "cross-entropy (mean)": lambda: check_cross_entropy(reduction="mean"),
-    "cross-entropy (sum)": lambda: check_cross_entropy(reduction="sum"),
-    "cross-entropy (sequence)": lambda: check_cross_entropy(reduction="sequence"),
-    "cross-entropy (label smoothing 0.1)": lambda: check_cross_entropy(label_smoothing=0.1),
+    "Embedding": embedding_problem,
+    "Linear": linear_problem,
+    "Dropout (fixed mask)": dropout_problem,
+    "tanh": tanh_problem,
+    "sigmoid": sigmoid_problem,
+    "relu": relu_problem,
+    "softmax": softmax_problem,
+    "log_softmax": log_softmax_problem,
+    "cross-entropy (mean)": lambda: cross_entropy_problem(reduction="mean"),
+    "cross-entropy (sum)": lambda: cross_entropy_problem(reduction="sum"),
+    "cross-entropy (sequence)": lambda: cross_entropy_problem(reduction="sequence"),
+    "cross-entropy (label smoothing 0.1)": lambda: cross_entropy_problem(label_smoothing=0.1),
     "RNN tanh (2 layers, bidirectional, padded, dropout)":
-        lambda: check_recurrent("rnn", 2, True, dropout=0.3),
-    "RNN relu (2 layers, bidirectional, padded)": lambda: check_recurrent("rnn_relu", 2, True),
-    "LSTM (2 layers, bidirectional, padded, dropout)": lambda: check_recurrent("lstm", 2, True, dropout=0.3),
-    "GRU (2 layers, bidirectional, padded, dropout)": lambda: check_recurrent("gru", 2, True, dropout=0.3),
+        lambda: recurrent_problem("rnn", 2, True, dropout=0.3),
+    "RNN relu (2 layers, bidirectional, padded)": lambda: recurrent_problem("rnn_relu", 2, True),
+    "LSTM (2 layers, bidirectional, padded, dropout)": lambda: recurrent_problem("lstm", 2, True, dropout=0.3),
+    "GRU (2 layers, bidirectional, padded, dropout)": lambda: recurrent_problem("gru", 2, True, dropout=0.3),
     "Bahdanau attention (Seq2Seq, GRU, bidirectional)":
-        lambda: check_seq2seq("gru", "bahdanau", bidirectional=True),
+        lambda: seq2seq_problem("gru", "bahdanau", bidirectional=True),
     "Luong dot attention (Seq2Seq, LSTM, input feeding)":
-        lambda: check_seq2seq("lstm", "luong-dot", input_feeding=True),
+        lambda: seq2seq_problem("lstm", "luong-dot", input_feeding=True),
     "Luong general attention (Seq2Seq, RNN, bidirectional)":
-        lambda: check_seq2seq("rnn", "luong-general", bidirectional=True),
+        lambda: seq2seq_problem("rnn", "luong-general", bidirectional=True),
     "Seq2Seq LSTM, no attention, context feeding, reversed source":
-        lambda: check_seq2seq("lstm", "none", context_feeding=True, reverse_source=True),
+        lambda: seq2seq_problem("lstm", "none", context_feeding=True, reverse_source=True),
     "Seq2Seq GRU+Bahdanau, 2 layers, dropout, sampled schedule":
-        lambda: check_seq2seq("gru", "bahdanau", num_layers=2, dropout=0.3, teacher_forcing=0.5,
+        lambda: seq2seq_problem("gru", "bahdanau", num_layers=2, dropout=0.3, teacher_forcing=0.5,
                               tgt_lengths=(4, 3, 5)),
     "Seq2Seq LSTM+Luong general, bidir, 2 layers, smoothing":
-        lambda: check_seq2seq("lstm", "luong-general", bidirectional=True, num_layers=2, input_feeding=True,
+        lambda: seq2seq_problem("lstm", "luong-general", bidirectional=True, num_layers=2, input_feeding=True,
                               label_smoothing=0.1),
 }
 
 
 def run_catalogue(names=None):
     """Yield (name, {tensor: error}) for each check of the catalogue (or those named)."""
-    for name, check in CATALOGUE.items():
+    for name, problem in CATALOGUE.items():
         if names is None or name in names:
-            yield name, check()
+            yield name, gradcheck.check(problem())

@@ -23,7 +23,13 @@ The error of one tensor is measured against its own scale, so that tiny entries
 rounding noise of 1e-10 passes, a wrong gradient of 1e-9 or more still fails at 1e-7).
 
 A correct float64 backward gives about 1e-9 .. 1e-11; a wrong one gives 1e-2 .. 1.
+
+A check is a ``Problem`` (the objective, the tensors, the backward) run in two halves: the finite
+differences, which only run forward passes, and the backward pass. The test that proves the checks
+can fail (tests/test_gradcheck.py) computes the first half once and the second under each broken backward.
 """
+from typing import Callable, NamedTuple
+
 import numpy
 
 from . import backend
@@ -70,37 +76,66 @@ def numerical_gradient(objective, x, indices=None, h=1e-5):
     return grad.reshape(x.shape)
 
 
+class Problem(NamedTuple):
+    """One gradient check, set up and not yet run.
+
+    objective()   the scalar L, a float; it reads ``arrays`` and runs forward passes only
+    arrays        {name: array} the tensors L is differentiated with respect to (perturbed in place)
+    analytic()    {name: dL/d array} from the hand-written backward pass (a fresh run at each call)
+    """
+    objective: Callable
+    arrays: dict
+    analytic: Callable
+    max_elements: object = None
+    h: float = 1e-5
+    seed: int = 0
+
+
+def numeric(problem):
+    """{name: (indices, finite differences at those indices)}: the half of a check that needs no backward."""
+    rng = numpy.random.default_rng(problem.seed)
+    result = {}
+    for name, x in problem.arrays.items():
+        indices = sample_indices(x.size, problem.max_elements, rng)
+        result[name] = (indices, numerical_gradient(problem.objective, x, indices, problem.h).reshape(-1)[indices])
+    return result
+
+
+def errors(numeric_gradients, analytic):
+    """{name: max relative error} between the backward's gradients and the finite differences."""
+    return {name: relative_error(backend.to_numpy(analytic[name]).reshape(-1)[indices], values)
+            for name, (indices, values) in numeric_gradients.items()}
+
+
+def check(problem):
+    """Run a Problem: {name: max relative error} for every tensor."""
+    return errors(numeric(problem), problem.analytic())
+
+
 def compare(objective, arrays, analytic, max_elements=None, h=1e-5, seed=0):
     """Max relative error per tensor between ``analytic[name]`` and finite differences of
     ``objective()`` with respect to ``arrays[name]`` (perturbed in place)."""
-    rng = numpy.random.default_rng(seed)
-    errors = {}
-    for name, x in arrays.items():
-        indices = sample_indices(x.size, max_elements, rng)
-        numeric = numerical_gradient(objective, x, indices, h)
-        grad = backend.to_numpy(analytic[name]).reshape(-1)[indices]
-        errors[name] = relative_error(grad, numeric.reshape(-1)[indices])
-    return errors
+    return check(Problem(objective, arrays, lambda: analytic, max_elements, h, seed))
 
 
 def _as_tuple(value):
     return value if isinstance(value, tuple) else (value,)
 
 
-def check_function(forward, backward, inputs, module=None, seed=0, max_elements=None, h=1e-5):
-    """Gradient-check any forward/backward pair, and the parameters of ``module`` if given.
+def function_problem(forward, backward, inputs, module=None, seed=0, max_elements=None, h=1e-5):
+    """The Problem of any forward/backward pair, and of the parameters of ``module`` if given.
 
     forward(*inputs)            -> (outputs, cache); outputs an array or a tuple of arrays (None allowed)
     backward(douts, cache)      -> the gradients of ``inputs``, in order (None where not differentiable);
                                    it must add parameter gradients into ``module.grads``
     inputs: dict name -> float64 array (integer arrays are passed through and not checked)
-
-    Returns {name: max relative error} for every float input and every parameter.
+    L = sum_k <out_k, dout_k> with a random upstream gradient dout_k drawn once.
     """
     xp = backend.array_module(*inputs.values())
     rng = numpy.random.default_rng(seed + 1)
     args = list(inputs.values())
-    outputs, cache = forward(*args)
+    outputs, _ = forward(*args)
+    tupled = isinstance(outputs, tuple)
     douts = tuple(None if out is None else backend.asarray(rng.standard_normal(out.shape), dtype=out.dtype)
                   for out in _as_tuple(outputs))
 
@@ -109,15 +144,25 @@ def check_function(forward, backward, inputs, module=None, seed=0, max_elements=
         return float(sum(float((out * dout).sum()) for out, dout in zip(_as_tuple(outs), douts)
                          if out is not None))
 
+    arrays = {name: x for name, x in inputs.items()
+              if x is not None and numpy.issubdtype(x.dtype, numpy.floating)}
     if module is not None:
-        module.zero_grad()
-    dinputs = _as_tuple(backward(douts if isinstance(outputs, tuple) else douts[0], cache))
-    arrays, analytic = {}, {}
-    for (name, x), dx in zip(inputs.items(), dinputs):
-        if x is not None and numpy.issubdtype(x.dtype, numpy.floating):
-            arrays[name] = x
-            analytic[name] = dx if dx is not None else xp.zeros_like(x)
-    if module is not None:
-        analytic.update({name: grad.copy() for name, grad in module.grads.items()})
         arrays.update(module.params)
-    return compare(objective, arrays, analytic, max_elements, h, seed)
+
+    def analytic():
+        _, cache = forward(*args)
+        if module is not None:
+            module.zero_grad()
+        dinputs = _as_tuple(backward(douts if tupled else douts[0], cache))
+        gradients = {name: (dx.copy() if dx is not None else xp.zeros_like(x))
+                     for (name, x), dx in zip(inputs.items(), dinputs) if name in arrays}
+        if module is not None:
+            gradients.update({name: grad.copy() for name, grad in module.grads.items()})
+        return gradients
+
+    return Problem(objective, arrays, analytic, max_elements, h, seed)
+
+
+def check_function(forward, backward, inputs, module=None, seed=0, max_elements=None, h=1e-5):
+    """Gradient-check any forward/backward pair (see ``function_problem``): {name: max relative error}."""
+    return check(function_problem(forward, backward, inputs, module, seed, max_elements, h))
