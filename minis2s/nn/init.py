@@ -5,8 +5,10 @@ Shapes follow PyTorch: a weight matrix is ``(fan_out, fan_in)`` = ``(out_feature
     recurrent_uniform   W ~ U(-k, k),  k = 1/sqrt(H)                    PyTorch's RNN/LSTM/GRU default
     xavier_uniform      W ~ U(-a, a),  a = gain * sqrt(6 / (fan_in + fan_out))      Glorot & Bengio 2010
     xavier_normal       W ~ N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out))
-    kaiming_uniform     W ~ U(-a, a),  a = gain * sqrt(3 / fan_in),  gain = sqrt(2) for relu   He et al. 2015
+    kaiming_uniform     W ~ U(-b, b),  b = gain * sqrt(3 / fan_in)                     He et al. 2015
     kaiming_normal      W ~ N(0, s^2), s = gain / sqrt(fan_in)
+                        gain = sqrt(2) for relu, sqrt(2 / (1 + a^2)) for leaky_relu of slope a, 1 for linear
+                        (PyTorch's nn.Linear default is kaiming_uniform with a = sqrt(5): b = 1/sqrt(fan_in))
     orthogonal          W = gain * Q,  Q from the QR decomposition of a N(0, 1) matrix,
                         with Q's columns signed by diag(R) so that Q is uniform (Haar) over orthogonal matrices
 """
@@ -41,17 +43,23 @@ def xavier_normal(shape, rng, gain=1.0):
     return rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), size=shape)
 
 
-def kaiming_uniform(shape, rng, nonlinearity="relu"):
+def kaiming_gain(nonlinearity="relu", a=0.0):
+    """He's gain: the factor that keeps the variance of activations constant through the nonlinearity."""
+    gains = {"relu": math.sqrt(2.0), "leaky_relu": math.sqrt(2.0 / (1.0 + a * a)), "linear": 1.0}
+    if nonlinearity not in gains:
+        raise ValueError(f"nonlinearity must be one of {tuple(gains)}, got {nonlinearity!r}")
+    return gains[nonlinearity]
+
+
+def kaiming_uniform(shape, rng, nonlinearity="relu", a=0.0):
     fan_in, _ = _fans(shape)
-    gain = math.sqrt(2.0) if nonlinearity == "relu" else 1.0
-    bound = gain * math.sqrt(3.0 / fan_in)
+    bound = kaiming_gain(nonlinearity, a) * math.sqrt(3.0 / fan_in)
     return rng.uniform(-bound, bound, size=shape)
 
 
-def kaiming_normal(shape, rng, nonlinearity="relu"):
+def kaiming_normal(shape, rng, nonlinearity="relu", a=0.0):
     fan_in, _ = _fans(shape)
-    gain = math.sqrt(2.0) if nonlinearity == "relu" else 1.0
-    return rng.normal(0.0, gain / math.sqrt(fan_in), size=shape)
+    return rng.normal(0.0, kaiming_gain(nonlinearity, a) / math.sqrt(fan_in), size=shape)
 
 
 def orthogonal(shape, rng, gain=1.0):

@@ -159,15 +159,17 @@ def linear_backward(dy, cache, weight, dweight, dbias=None):
 
 
 class Linear(Module):
-    """y = x W^T + b, PyTorch's default initialisation U(-1/sqrt(in), 1/sqrt(in)) for W and b."""
+    """y = x W^T + b, initialised as PyTorch's nn.Linear: W by He's uniform rule with leaky-relu slope
+    a = sqrt(5), which is U(-1/sqrt(in), 1/sqrt(in)), and b ~ U(-1/sqrt(in), 1/sqrt(in)) (docs/derivations/
+    initialisation.md)."""
 
     def __init__(self, in_features, out_features, bias=True, dtype=None, seed=0):
         super().__init__(dtype, seed)
-        bound = 1.0 / in_features ** 0.5
-        self.add_param("weight", init.uniform((out_features, in_features), bound, self.init_rng))
+        self.add_param("weight", init.kaiming_uniform((out_features, in_features), self.init_rng, "leaky_relu",
+                                                      a=5 ** 0.5))
         self.has_bias = bias
         if bias:
-            self.add_param("bias", init.uniform((out_features,), bound, self.init_rng))
+            self.add_param("bias", init.uniform((out_features,), 1.0 / in_features ** 0.5, self.init_rng))
 
     def forward(self, x):
         return linear_forward(x, self.params["weight"], self.params.get("bias"))
