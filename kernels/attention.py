@@ -2,12 +2,13 @@
 
 Reference equations (attention.py), per sentence b, over source positions s:
 
-    alpha_s  = exp(e_s - max e) [s real] / sum over real s'          c = sum_s alpha_s k_s
-    dalpha_s = dc . k_s       dK_s = alpha_s dc       de_s = alpha_s (dalpha_s - sum_s' alpha_s' dalpha_s')
-    bahdanau: da_s = de_s v (1 - t_s^2),   dv += sum_s de_s t_s,   dq_projected = sum_s da_s
+    alpha_s  = exp(score_s - max score) [s real] / sum over real s'      ctx = sum_s alpha_s K_s
+    dalpha_s = dctx . K_s     dK_s += alpha_s dctx    dscore_s = alpha_s (dalpha_s - sum_s' alpha_s' dalpha_s')
+    bahdanau: dpre_s = dscore_s v (1 - phi_s^2),  dv += sum_s dscore_s phi_s,  dKW_s += dpre_s,
+              the gradient of W_q q = sum_s dpre_s
 
 The reference makes a (S, B, M) temporary for every product and a pass for every sum; here each is
-one loop that reads the memory once. The (S, B, A) tanh of Bahdanau's scores stays with NumPy (its
+one loop that reads the memory once. The (S, B, A) tanh of Bahdanau's phi stays with NumPy (its
 tanh is vectorised, Numba's scalar one is 30x slower here), and so do the matrix products.
 """
 import math
@@ -41,7 +42,7 @@ def _softmax_context(scores, mask, memory, weights, context):
 
 
 def softmax_context(scores, mask, memory):
-    """scores (S, B), mask (S, B), memory (S, B, M) -> weights alpha (S, B), context (B, M)."""
+    """scores (S, B), mask (S, B), memory (S, B, M) -> weights alpha (S, B), ctx (B, M)."""
     weights = numpy.empty_like(scores)
     context = numpy.empty((memory.shape[1], memory.shape[2]), dtype=memory.dtype)
     _softmax_context(scores, mask, memory, weights, context)
@@ -84,15 +85,15 @@ def _context_backward(dcontext, weights, memory, dmemory, dscores):
 
 
 def softmax_context_backward(dcontext, weights, memory, dmemory):
-    """dcontext (B, M) -> dscores (S, B) through the softmax; adds dK = alpha dc into dmemory (S, B, M)."""
+    """dctx (B, M) -> dscores (S, B) through the softmax; adds dK_s = alpha_s dctx into dmemory (S, B, M)."""
     dscores = numpy.empty_like(weights)
     _context_backward(dcontext, weights, memory, dmemory, dscores)
     return dscores
 
 
 @numba.njit(cache=True)
-def _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected):
-    steps, batch, size = t.shape
+def _bahdanau_backward(dscores, phi, v, dv, dprojected, dquery_projected):
+    steps, batch, size = phi.shape
     for b in range(batch):
         for a in range(size):
             dquery_projected[b, a] = 0.0
@@ -100,16 +101,16 @@ def _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected):
         for b in range(batch):
             de = dscores[s, b]
             for a in range(size):
-                tt = t[s, b, a]
+                tt = phi[s, b, a]
                 dv[a] += de * tt
                 d = de * v[a] * (1 - tt * tt)
                 dprojected[s, b, a] += d
                 dquery_projected[b, a] += d
 
 
-def bahdanau_score_backward(dscores, t, v, dv, dprojected):
-    """dscores (S, B), t = tanh(.) (S, B, A) -> dquery_projected (B, A); adds into dv and dprojected."""
-    dquery_projected = numpy.empty((t.shape[1], t.shape[2]), dtype=t.dtype)
-    _bahdanau_backward(dscores, t, v, dv, dprojected, dquery_projected)
+def bahdanau_score_backward(dscores, phi, v, dv, dprojected):
+    """dscores (S, B), phi (S, B, A) -> the gradient of W_q q (B, A); adds into dv and dprojected."""
+    dquery_projected = numpy.empty((phi.shape[1], phi.shape[2]), dtype=phi.dtype)
+    _bahdanau_backward(dscores, phi, v, dv, dprojected, dquery_projected)
     return dquery_projected
 

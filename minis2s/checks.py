@@ -1,9 +1,9 @@
 """The gradient checks behind ``minis2s gradcheck`` and the test suite.
 
-Each ``check_*`` builds one layer in float64 at the given sizes, feeds it random
-inputs, and returns {tensor name: max relative error} against finite differences
-(see ``gradcheck``). The tests call them on hypothesis-drawn sizes; the command
-line calls them on the small fixed sizes in ``CATALOGUE``.
+Each ``*_problem`` builds one layer (or a whole model) in float64 at the given sizes with random
+inputs and returns the ``gradcheck.Problem``; each ``check_*`` runs it and returns {tensor name: max
+relative error} against finite differences. The tests call them on hypothesis-drawn sizes; the
+command line runs the small fixed sizes in ``CATALOGUE``, on the reference path unless told otherwise.
 """
 import numpy
 

@@ -2,19 +2,22 @@
 
     x  = E_src[src]                        (S, B, E)      the source, optionally reversed within each
                                                           sequence's length (Sutskever et al. 2014)
-    K, s_enc = encoder(x, src_lengths)     K (S, B, dirs*H) the encoder outputs (attention's memory),
-                                           s_enc each sequence's final state: the *context vector*
-    s_0 = bridge(s_enc)                    unidirectional: s_0 = s_enc, the fixed-length context vector
-                                           bidirectional: per layer, tanh(W_k [h_fwd ; h_bwd] + b_k)
-                                           (the same for c with its own W for the LSTM)
+    K, s_enc = encoder(x, src_lengths)     K (S, B, M = dirs*H) the encoder outputs (attention's memory),
+                                           s_enc each sequence's final state
+    s_0 = bridge(s_enc)                    the *context vector* cv: the source summed up in a fixed size
+                                           unidirectional: s_0 = s_enc
+                                           bidirectional: per layer, tanh(W_b [h_fwd ; h_bwd] + b_b)
+                                           (the same for c with its own W_b for the LSTM)
                                            bridge="zeros": s_0 = 0 (for attention-only models)
     for t = 1..T:  o_t, s_t = decoder step(y_t-1, s_t-1, K)    (see nn/decoder.py)
     logits = W_out o + b_out               (T, B, V), all steps in one product
     loss = masked cross-entropy, mean over real target tokens (each sentence ends in <eos>)
 
-Teacher forcing: the input y_t-1 is the reference token with probability ``teacher_forcing``,
-else the model's own best guess argmax(logits_t-1), drawn per sentence and step (scheduled sampling,
-Bengio et al. 2015, lowers the ratio over training). The guess is a discrete choice: no gradient
+Teacher forcing (``forward_teacher_forced``): every input y_t-1 is the reference token, so all inputs are
+known at once. At decoding time the decoder reads its own outputs instead: the mismatch is the exposure
+bias. Scheduled sampling (``forward_sampled``, Bengio et al. 2015) trains against it: the input is the
+reference token with probability ``teacher_forcing``, else the model's own best guess argmax(logits_t-1),
+drawn per sentence and step, with the ratio lowered over training. The guess is a discrete choice: no gradient
 flows through it, exactly as in PyTorch, where argmax is not differentiable; the gradient reaches
 the guessed token's embedding only. A guess is never <pad> or <bos> (no sentence contains them).
 """
@@ -82,7 +85,7 @@ class Encoded(NamedTuple):
     projected: object         # (S, B, A) bahdanau's K W_k^T, else None
     mask: object              # (S, B) real source positions
     state: tuple              # decoder's initial state: tuple of (L, B, H)
-    context_vector: object    # (B, H) z for context feeding, else None
+    context_vector: object    # (B, H) cv, the top layer's summary, for context feeding; else None
 
 
 class EncoderCache(NamedTuple):

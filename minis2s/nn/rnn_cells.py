@@ -38,6 +38,9 @@ GRU (G = 3, gates in the order r, z, n)
 
 The weight gradients dW_ih = sum_t dxw_t^T x_t and dW_hh = sum_t dgh_t^T h_t-1 are *not* taken
 here: the sequence layer stacks every step's dxw and dgh and takes each as one matrix product.
+
+Every step of these derivations: docs/derivations/lstm.md and gru.md. The LSTM and GRU steps have fast
+twins in kernels/rnn.py (``@twin``: minis2s/dispatch.py picks one); the functions here are the reference.
 """
 from typing import NamedTuple
 
