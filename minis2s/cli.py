@@ -270,15 +270,33 @@ def _decoding(args):
 
 
 def add_translate(commands):
-    parser = commands.add_parser("translate", help="translate TEXT, or each line of standard input",
-                                 description="Translate with a trained model (beam search).")
+    parser = commands.add_parser(
+        "translate", help="translate TEXT, or each line of standard input",
+        description="Translate with a trained model (beam search). Line-true: one output line per input line, "
+                    "in order, a blank line for a blank line; with --nbest N, N lines per input line "
+                    "(score TAB translation; N blank lines for a blank one). Output is written and flushed "
+                    "batch by batch (line by line at a terminal), so a pipe sees results as they come.")
     parser.add_argument("--model", required=True, help="a folder written by minis2s train (or its model.npz)")
     parser.add_argument("--nbest", type=_positive(int), default=1, help="print the N best, with their scores")
+    parser.add_argument("--batch-size", type=_positive(int), default=64,
+                        help="sentences decoded together (standard input from a terminal: 1)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="attention heatmap of the first sentence")
     parser.add_argument("text", nargs="*", help="sentences to translate (default: standard input, one a line)")
     _decode_options(parser)
     _add_backend(parser)
     parser.set_defaults(run=cmd_translate)
+
+
+def _batches(lines, size):
+    """Lists of at most ``size`` lines (line ends removed), as they arrive."""
+    batch = []
+    for line in lines:
+        batch.append(line.rstrip("\r\n"))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def cmd_translate(args):
@@ -287,19 +305,24 @@ def cmd_translate(args):
     if args.nbest > args.beam:
         raise UsageError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     translator = Translator.load(args.model)
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise UsageError("nothing to translate: give TEXT or lines on standard input")
-    results = translator.translate(texts, nbest=args.nbest, **_decoding(args))
-    for row in results:
-        if args.nbest == 1:
-            print(row[0][0])
-        else:
-            for translation, score, *_ in row:
-                print(f"{score:.4f}\t{translation}")
-    if args.plot:
-        _heatmap(translator, texts[0], args.plot, args.beam)
+    from_terminal = not args.text and sys.stdin.isatty()
+    first = None
+    for batch in _batches(args.text or sys.stdin, 1 if from_terminal else args.batch_size):
+        texts = [text for text in batch if text.strip()]            # blank lines are not translated...
+        rows = iter(translator.translate(texts, nbest=args.nbest, **_decoding(args)) if texts else [])
+        out = []
+        for text in batch:
+            if not text.strip():
+                out += [""] * args.nbest                             # ...but keep their place in the output
+            elif args.nbest == 1:
+                out.append(next(rows)[0][0])
+            else:
+                out += [f"{score:.4f}\t{translation}" for translation, score, *_ in next(rows)]
+        sys.stdout.write("".join(line + "\n" for line in out))
+        sys.stdout.flush()
+        first = first or (texts[0] if texts else None)
+    if args.plot and first:
+        _heatmap(translator, first, args.plot, args.beam)
     return 0
 
 

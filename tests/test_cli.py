@@ -1,5 +1,6 @@
 """The real command line, end to end, in a subprocess: train -> translate -> evaluate, resume, errors."""
 import json
+import select
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ def tiny_tsv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tiny_tsv, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "reverse"
-    result = minis2s("train", "--data", str(tiny_tsv), "--out", str(out), "--epochs", "40", "--lr", "0.005", *TINY)
+    result = minis2s("train", "--data", str(tiny_tsv), "--out", str(out), "--epochs", "60", "--lr", "0.005", *TINY)
     return out, result
 
 
@@ -95,3 +96,40 @@ def test_bad_inputs_get_clear_errors(tmp_path, trained):
 @pytest.mark.parametrize("command", ["train", "translate", "evaluate", "gradcheck", "bench"])
 def test_every_command_has_help(command):
     assert "usage: minis2s " + command in minis2s(command, "--help").stdout
+
+
+def test_translate_is_line_true(trained):
+    """One output line per input line, in order, blank for blank (also with --nbest: N lines each)."""
+    out, _ = trained
+    lines = ["a b c", "", "   ", "d e f g", "a"]
+    plain = minis2s("translate", "--model", str(out), "--batch-size", "2", stdin="\n".join(lines) + "\n").stdout
+    assert plain.count("\n") == len(lines)
+    outputs = plain.split("\n")[:-1]
+    assert [bool(o.strip()) for o in outputs] == [bool(line.strip()) for line in lines]
+    alone = [minis2s("translate", "--model", str(out), line).stdout.strip() for line in ("a b c", "d e f g", "a")]
+    assert [outputs[0], outputs[3], outputs[4]] == alone                 # the same as translated one by one
+    nbest = minis2s("translate", "--model", str(out), "--beam", "2", "--nbest", "2",
+                    stdin="\n".join(lines) + "\n").stdout.split("\n")[:-1]
+    assert len(nbest) == 2 * len(lines) and nbest[2:6] == ["", "", "", ""] and nbest[0] and nbest[6]
+    blanks = minis2s("translate", "--model", str(out), stdin="\n\n\n")
+    assert blanks.returncode == 0 and blanks.stdout == "\n\n\n"
+
+
+def test_translate_writes_each_batch_as_it_comes(trained):
+    """A pipe sees the first translation before the input has ended."""
+    out, _ = trained
+    process = subprocess.Popen([sys.executable, "-m", "minis2s", "translate", "--model", str(out), "--batch-size",
+                                "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        process.stdin.write("a b c\n")
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 120)  # nothing would come if output waited for EOF
+        assert ready, "no output while the input is still open"
+        first = process.stdout.readline()
+        assert first.strip().split() == ["c", "b", "a"]
+        process.stdin.write("\n")
+        process.stdin.close()
+        assert process.stdout.read() == "\n"
+    finally:
+        process.kill()
+        process.wait()
