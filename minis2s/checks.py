@@ -241,6 +241,8 @@ CATALOGUE = {
         lambda: seq2seq_problem("gru", "bahdanau", bidirectional=True),
     "Luong dot attention (Seq2Seq, LSTM, input feeding)":
         lambda: seq2seq_problem("lstm", "luong-dot", input_feeding=True),
+    "Luong dot attention, bidirectional (Seq2Seq, GRU, H/2 a direction)":
+        lambda: seq2seq_problem("gru", "luong-dot", bidirectional=True),
     "Luong general attention (Seq2Seq, RNN, bidirectional)":
         lambda: seq2seq_problem("rnn", "luong-general", bidirectional=True),
     "Seq2Seq LSTM, no attention, context feeding, reversed source":

@@ -38,14 +38,15 @@ BRIDGES = ("final", "zeros")
 
 
 class Bridge(Module):
-    """Joins a bidirectional encoder's two final states per layer: s_k = tanh(W_k [s_fwd ; s_bwd] + b_k)."""
+    """Joins a bidirectional encoder's two final states per layer: s_k = tanh(W_b [s_fwd ; s_bwd] + b_b),
+    from 2 x the encoder's hidden size per direction to the decoder's hidden size."""
 
-    def __init__(self, hidden_size, num_layers, state_size, dtype=None, seed=0):
+    def __init__(self, encoder_hidden_size, hidden_size, num_layers, state_size, dtype=None, seed=0):
         super().__init__(dtype, seed)
         self.num_layers, self.state_size = num_layers, state_size
         for j, kind in enumerate("hc"[:state_size]):
             for k in range(num_layers):
-                self.add_module(f"{kind}_l{k}", Linear(2 * hidden_size, hidden_size, dtype=dtype,
+                self.add_module(f"{kind}_l{k}", Linear(2 * encoder_hidden_size, hidden_size, dtype=dtype,
                                                        seed=seed + 10 * j + k))
 
     def forward(self, enc_state):
@@ -141,17 +142,26 @@ class Seq2Seq(Module):
         self.reverse_source, self.label_smoothing = reverse_source, label_smoothing
         self.context_feeding = context_feeding
         directions = 2 if bidirectional else 1
+        # Luong's dot score K_s . q needs the memory as wide as the query: a bidirectional encoder then gives
+        # each direction hidden_size / 2, so that [h_fwd ; h_bwd] has hidden_size (OpenNMT-py's brnn does so)
+        encoder_hidden = hidden_size
+        if bidirectional and attention == "luong-dot":
+            if hidden_size % 2:
+                raise ValueError(f"luong-dot attention with a bidirectional encoder gives each direction "
+                                 f"hidden_size / 2 (so that the memory has the query's size): hidden_size must be "
+                                 f"even, got {hidden_size}")
+            encoder_hidden = hidden_size // 2
         self.src_embedding = self.add_module("src_embedding", Embedding(src_vocab_size, emb_size, PAD, dtype, seed))
         self.tgt_embedding = self.add_module("tgt_embedding", Embedding(tgt_vocab_size, emb_size, PAD, dtype,
                                                                         seed + 1))
-        self.encoder = self.add_module("encoder", Recurrent(CELL_NAMES[cell], emb_size, hidden_size, num_layers,
+        self.encoder = self.add_module("encoder", Recurrent(CELL_NAMES[cell], emb_size, encoder_hidden, num_layers,
                                                             bidirectional, dropout, dtype, seed + 2))
         self.bridge = None
         if bidirectional and (bridge == "final" or context_feeding):
-            self.bridge = self.add_module("bridge", Bridge(hidden_size, num_layers, self.encoder.cell.state_size,
-                                                           dtype, seed + 3))
+            self.bridge = self.add_module("bridge", Bridge(encoder_hidden, hidden_size, num_layers,
+                                                           self.encoder.cell.state_size, dtype, seed + 3))
         self.decoder = self.add_module("decoder", Decoder(
-            CELL_NAMES[cell], tgt_vocab_size, emb_size, hidden_size, directions * hidden_size, num_layers,
+            CELL_NAMES[cell], tgt_vocab_size, emb_size, hidden_size, directions * encoder_hidden, num_layers,
             attention, input_feeding, context_feeding, dropout, dtype, seed + 4))
 
     # ------------------------------------------------------------------ the source side

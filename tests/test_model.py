@@ -12,14 +12,14 @@ ATTENTION_OPTIONS = [("none", False), ("bahdanau", False), ("luong-dot", False),
                      ("luong-general", False), ("luong-general", True)]
 GRID = [(cell, attention, feeding, bidirectional, context, ratio)
         for cell, (attention, feeding), bidirectional, context, ratio in itertools.product(
-            ["rnn", "lstm", "gru"], ATTENTION_OPTIONS, [False, True], [False, True], [1.0, 0.5])
-        if not (attention == "luong-dot" and bidirectional)]   # dot needs query size == memory size
+            ["rnn", "lstm", "gru"], ATTENTION_OPTIONS, [False, True], [False, True], [1.0, 0.5])]
 
 
 @pytest.mark.parametrize("cell,attention,input_feeding,bidirectional,context_feeding,teacher_forcing", GRID)
 def test_whole_model_gradients(cell, attention, input_feeding, bidirectional, context_feeding, teacher_forcing):
-    """Every parameter (up to 12 sampled entries per tensor), float64, fourth-order central differences.
-    The Numba kernels are on (the default); test_kernels.py holds both paths against each other."""
+    """Every parameter (up to 12 sampled entries per tensor), float64, fourth-order central differences, on the
+    reference path (conftest.py); test_kernels.py holds the kernels against it. Luong dot with a bidirectional
+    encoder gives each direction hidden_size / 2."""
     errors = checks.check_seq2seq(cell, attention, bidirectional, input_feeding, context_feeding, teacher_forcing,
                                   tgt_lengths=(2, 4, 3), seed=len(cell) + len(attention), max_elements=12)
     assert_checked(errors)
@@ -94,6 +94,16 @@ def test_parameter_names_follow_the_contract():
     assert model.params["encoder.weight_ih_l0"].dtype == numpy.float32
 
 
+def test_luong_dot_with_a_bidirectional_encoder_splits_the_hidden_size():
+    model = minis2s.Seq2Seq(7, 8, cell="lstm", attention="luong-dot", bidirectional=True, emb_size=5, hidden_size=6,
+                            num_layers=2)
+    assert model.params["encoder.weight_hh_l1_reverse"].shape == (4 * 3, 3)          # 6 / 2 per direction
+    assert model.params["bridge.h_l0.weight"].shape == (6, 6)                        # [h_fwd ; h_bwd] -> H
+    batch = data.collate([[4, 5, 6], [5]], [[4, 5], [6, 7, 4]])
+    logits, cache = model.forward(batch, train=False)
+    assert logits.shape == (4, 2, 8) and cache.encoded.memory.shape == (4, 2, 6)
+
+
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="cell"):
         minis2s.Seq2Seq(5, 5, cell="transformer")
@@ -101,7 +111,7 @@ def test_bad_options_are_named():
         minis2s.Seq2Seq(5, 5, attention="multihead")
     with pytest.raises(ValueError, match="input_feeding"):
         minis2s.Seq2Seq(5, 5, attention="bahdanau", input_feeding=True)
-    with pytest.raises(ValueError, match="luong-dot"):
-        minis2s.Seq2Seq(5, 5, attention="luong-dot", bidirectional=True)
+    with pytest.raises(ValueError, match="hidden_size must be even, got 7"):
+        minis2s.Seq2Seq(5, 5, attention="luong-dot", bidirectional=True, hidden_size=7)
     with pytest.raises(ValueError, match="teacher_forcing"):
         minis2s.Seq2Seq(5, 5, teacher_forcing=1.5)
