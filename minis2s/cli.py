@@ -13,6 +13,7 @@ import sys
 import time
 
 from . import backend
+from . import config as config_file
 
 DEFAULT_DATA = "eng-fra"
 
@@ -48,6 +49,7 @@ def _positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+    parse.expects = "an integer" if kind is int else "a number"      # for run files (config.py)
     return parse
 
 
@@ -59,13 +61,18 @@ def add_train(commands):
         description="Train a Seq2Seq translator. With no --data, the bundled English->French Tatoeba pairs "
                     "(<= 10 words a side); the defaults (GRU + Bahdanau attention, 256/256, batch 64, Adam 1e-3, "
                     "clip 1, 10 minutes) give recognisable translations of short sentences on 2 CPU cores. "
-                    "Writes DIR/model.npz (best), DIR/last.npz (for --resume), DIR/test.tsv, DIR/history.json.")
+                    "Writes DIR/model.npz (best), DIR/last.npz (for --resume), DIR/test.tsv, DIR/history.json, "
+                    "and DIR/config.toml, the fully resolved run.")
+    parser.add_argument("--config", default=None, metavar="RUN.toml",
+                        help="read the run from a TOML file whose keys are these flags' names (hidden-size = 256, "
+                             "bidirectional = true); flags on the command line override it; DIR/config.toml of a "
+                             "trained model runs it again")
     data = parser.add_argument_group("data")
     data.add_argument("--data", default=None,
                       help="PAIRS.tsv (source<TAB>target, UTF-8, .gz allowed) or a bundled name: eng-fra, fra-eng, "
                            "cmn-eng, eng-cmn, toy:copy, toy:reverse, toy:sort, toy:addition, toy:dates "
                            f"(default {DEFAULT_DATA})")
-    data.add_argument("--out", required=True, help="output folder for checkpoints and results")
+    data.add_argument("--out", default=None, help="output folder for checkpoints and results (required)")
     data.add_argument("--max-len", type=int, default=10, help="drop pairs with a side longer than this (tokens)")
     data.add_argument("--min-freq", type=int, default=3, help="vocabulary: tokens seen fewer times become <unk>")
     data.add_argument("--max-vocab", type=int, default=None, help="vocabulary: at most this many tokens a side")
@@ -122,6 +129,7 @@ def add_train(commands):
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_backend(parser)
     parser.set_defaults(run=cmd_train)
+    return parser
 
 
 def _load_text_pairs(spec):
@@ -144,6 +152,8 @@ def cmd_train(args):
     from .train import Trainer, TrainConfig
     from .translator import Translator
     _use_backend(args)
+    if not args.out:
+        raise UsageError("--out DIR is required (on the command line, or out = \"DIR\" in --config)")
     last = os.path.join(args.out, "last.npz")
     options = vars(args)
     if args.resume:
@@ -189,7 +199,7 @@ def cmd_train(args):
         return {"valid_bleu": metrics.bleu(outputs, [t for _, t in valid_text], tokenize,
                                            lowercase=corpus.tgt_tokenizer.lowercase)}
 
-    cli_meta = {key: value for key, value in vars(args).items() if key != "run"}
+    cli_meta = {key: value for key, value in vars(args).items() if key not in ("run", "train_parser")}
     trainer = Trainer(model, corpus.train, corpus.valid, config, out_dir=args.out,
                       meta=dict(translator.meta(), cli=cli_meta), evaluate=validation_bleu if valid_text else None,
                       progress=not args.no_progress)
@@ -197,6 +207,7 @@ def cmd_train(args):
         trainer.restore(last)
         print(f"resumed from {last} at epoch {trainer.epoch + 1}, step {trainer.step}", flush=True)
     os.makedirs(args.out, exist_ok=True)
+    config_file.write(os.path.join(args.out, "config.toml"), args, args.train_parser)
     with open(os.path.join(args.out, "test.tsv"), "w", encoding="utf-8") as stream:
         stream.writelines(f"{s}\t{t}\n" for s, t in corpus.test_text)
     trainer.run()
@@ -409,7 +420,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="minis2s", description="Sequence-to-sequence models from scratch on "
                                                                  "NumPy and CuPy, every gradient by hand.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_train, add_translate, add_evaluate, add_gradcheck, add_bench):
+    parser.train_parser = add_train(commands)
+    for add in (add_translate, add_evaluate, add_gradcheck, add_bench):
         add(commands)
     return parser
 
@@ -421,8 +433,14 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "train":
+            if args.config:                          # the file's values become defaults: flags still override
+                parser.train_parser.set_defaults(**config_file.read(args.config, parser.train_parser))
+                args = parser.parse_args(argv)
+            args.train_parser = parser.train_parser
         return args.run(args)
-    except (backend.BackendError, DataError, CheckpointError, TrainingError, UsageError) as error:
+    except (backend.BackendError, DataError, CheckpointError, TrainingError, UsageError,
+            config_file.ConfigError) as error:
         print(f"minis2s {args.command}: error: {error}", file=sys.stderr)
         return 2
     except ValueError as error:                           # a constructor's check of an option

@@ -133,3 +133,40 @@ def test_translate_writes_each_batch_as_it_comes(trained):
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_run_file_gives_the_run_flags_override_it_and_the_resolved_run_reproduces_it(tiny_tsv, tmp_path):
+    run = tmp_path / "run.toml"
+    run.write_text(f'data = "{tiny_tsv.as_posix()}"\nemb-size = 16\nhidden-size = 24\nbatch-size = 16\n'
+                   'valid-size = 30\ntest-size = 30\nmin-freq = 1\nno-progress = true\nvalid-bleu = 0\n'
+                   'checkpoint-every = 0\nepochs = 1\ncell = "gru"\n', encoding="utf-8")
+    first = minis2s("train", "--config", str(run), "--out", str(tmp_path / "a"), "--cell", "lstm")
+    assert "model: lstm + bahdanau" in first.stdout                     # the flag overrides the file
+    resolved = (tmp_path / "a" / "config.toml").read_text(encoding="utf-8")
+    assert "hidden-size = 24\n" in resolved and 'cell = "lstm"\n' in resolved and "lr = 0.001\n" in resolved
+    again = minis2s("train", "--config", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"))
+    scores = [json.loads((tmp_path / name / "test_scores.json").read_text()) for name in ("a", "b")]
+    assert scores[0]["loss"] == scores[1]["loss"] and scores[0]["bleu"] == scores[1]["bleu"]
+    histories = [json.loads((tmp_path / name / "history.json").read_text()) for name in ("a", "b")]
+    timeless = [[{k: v for k, v in row.items() if k not in ("elapsed", "tokens_per_s")} for row in h] for h in histories]
+    assert timeless[0] == timeless[1]                                     # the same run, step by step
+
+
+@pytest.mark.parametrize("content,message", [
+    ("hiden-size = 64\n", "unknown key 'hiden-size'; did you mean 'hidden-size'?"),
+    ('hidden-size = "big"\n', "key 'hidden-size': expected an integer, got 'big' (str)"),
+    ("bidirectional = 1\n", "key 'bidirectional': expected true or false"),
+    ('cell = "transformer"\n', "key 'cell': 'transformer' is not one of rnn, lstm, gru"),
+    ("lr = -1\n", "key 'lr': must be > 0"),
+    ("hidden-size = \n", "not valid TOML"),
+])
+def test_a_bad_run_file_is_a_clear_error_naming_file_and_key(tmp_path, content, message):
+    run = tmp_path / "bad.toml"
+    run.write_text(content, encoding="utf-8")
+    result = minis2s("train", "--config", str(run), "--out", str(tmp_path / "x"), check=False)
+    assert result.returncode == 2 and str(run) in result.stderr and message in result.stderr, result.stderr
+
+
+def test_an_unreadable_run_file_is_named(tmp_path):
+    result = minis2s("train", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "x"), check=False)
+    assert result.returncode == 2 and "missing.toml: cannot read it" in result.stderr, result.stderr
