@@ -120,6 +120,9 @@ def add_train(commands):
     training.add_argument("--eval-every", type=int, default=500,
                           help="steps between validations (loss, BLEU) for the curves (0: at epoch ends)")
     training.add_argument("--resume", action="store_true", help="continue the run saved in --out (last.npz)")
+    training.add_argument("--keep", type=int, default=0,
+                          help="also keep the parameters of the last N checkpoints as DIR/step-NNNNNNN.npz, for "
+                               "minis2s average (0: none)")
     output = parser.add_argument_group("output")
     output.add_argument("--beam", type=_positive(int), default=4, help="beam size for the final test")
     output.add_argument("--samples", type=int, default=5, help="sample translations to print")
@@ -189,7 +192,7 @@ def cmd_train(args):
                          plateau_patience=args.plateau_patience, early_stopping=args.early_stopping,
                          schedule=args.schedule, schedule_k=args.schedule_k, seed=args.seed,
                          time_limit=args.time_limit, checkpoint_every=args.checkpoint_every,
-                         eval_every=args.eval_every)
+                         eval_every=args.eval_every, keep=args.keep)
     valid_text = corpus.valid_text[:args.valid_bleu]       # a BLEU curve on held-out text (greedy, cheap)
 
     def validation_bleu(trained):
@@ -287,7 +290,9 @@ def add_translate(commands):
                     "in order, a blank line for a blank line; with --nbest N, N lines per input line "
                     "(score TAB translation; N blank lines for a blank one). Output is written and flushed "
                     "batch by batch (line by line at a terminal), so a pipe sees results as they come.")
-    parser.add_argument("--model", required=True, help="a folder written by minis2s train (or its model.npz)")
+    parser.add_argument("--model", required=True, action="append",
+                        help="a folder written by minis2s train (or its model.npz); give it several times to decode "
+                             "an ensemble (log-probabilities averaged at each step)")
     parser.add_argument("--nbest", type=_positive(int), default=1, help="print the N best, with their scores")
     parser.add_argument("--batch-size", type=_positive(int), default=64,
                         help="sentences decoded together (standard input from a terminal: 1)")
@@ -340,7 +345,8 @@ def cmd_translate(args):
 def add_evaluate(commands):
     parser = commands.add_parser("evaluate", help="BLEU, chrF, exact match and perplexity on PAIRS.tsv",
                                  description="Score a trained model on held-out pairs (sacrebleu BLEU and chrF).")
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, action="append",
+                        help="a trained model folder; several: an ensemble")
     parser.add_argument("--data", required=True, help="PAIRS.tsv or a bundled name")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--limit", type=int, default=0, help="only the first N pairs")
@@ -365,6 +371,27 @@ def cmd_evaluate(args):
 
 
 # ----------------------------------------------------------------------------- gradcheck / bench
+
+def add_average(commands):
+    parser = commands.add_parser(
+        "average", help="the element-wise mean of the parameters of identical models",
+        description="Average the parameters of models with identical architecture and vocabularies (for example "
+                    "the last checkpoints of one run: minis2s train --keep 5, then minis2s average DIR/step-*.npz "
+                    "--out DIR-avg). The result translates and evaluates like any trained model.")
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders (their model.npz) or .npz files")
+    parser.add_argument("--out", required=True, help="folder for the averaged model.npz")
+    parser.set_defaults(run=cmd_average)
+
+
+def cmd_average(args):
+    from .ensemble import average
+    paths = [m if m.endswith(".npz") else os.path.join(m, "model.npz") for m in args.models]
+    if len(paths) < 2:
+        raise UsageError("average needs at least two models")
+    average(paths, os.path.join(args.out, "model.npz"))         # a mismatch is a ValueError naming the file
+    print(f"averaged {len(paths)} models into {os.path.join(args.out, 'model.npz')}")
+    return 0
+
 
 def add_gradcheck(commands):
     parser = commands.add_parser("gradcheck", help="finite-difference check of every layer and the whole model",
@@ -421,7 +448,7 @@ def build_parser():
                                                                  "NumPy and CuPy, every gradient by hand.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.train_parser = add_train(commands)
-    for add in (add_translate, add_evaluate, add_gradcheck, add_bench):
+    for add in (add_translate, add_evaluate, add_average, add_gradcheck, add_bench):
         add(commands)
     return parser
 

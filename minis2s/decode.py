@@ -130,12 +130,8 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     encoded, state, feed = model.start(batch.src, batch.src_lengths)
     # every sentence's rows repeated k times: row b*k + j is beam j of sentence b
     rows = xp.repeat(xp.arange(size), k)
-    encoded = encoded._replace(memory=encoded.memory[:, rows], mask=encoded.mask[:, rows],
-                               projected=None if encoded.projected is None else encoded.projected[:, rows],
-                               context_vector=None if encoded.context_vector is None
-                               else encoded.context_vector[rows])
-    state = tuple(s[:, rows] for s in state)
-    feed = None if feed is None else feed[rows]
+    encoded = model.repeat_encoded(encoded, rows)
+    state, feed = model.select_state(state, feed, rows)
     limits = _limits(batch.src_lengths, max_length)
     src_host = backend.to_numpy(batch.src)
     src_lengths = backend.to_numpy(batch.src_lengths)
@@ -174,9 +170,7 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
         if done.all():
             break
         flat = (numpy.arange(size)[:, None] * k + back).reshape(-1)
-        flat_device = backend.asarray(flat)
-        state = tuple(s[:, flat_device] for s in state)
-        feed = None if feed is None else feed[flat_device]
+        state, feed = model.select_state(state, feed, backend.asarray(flat))     # each beam's parent
         tokens = backend.asarray(words.reshape(-1))
 
     results = []

@@ -320,6 +320,17 @@ class Seq2Seq(Module):
         encoded, _ = self.encode(src, src_lengths, train=False)
         return encoded, encoded.state, self.decoder.initial_feed(src.shape[1])
 
+    def repeat_encoded(self, encoded, rows):
+        """The Encoded of the sentences at ``rows`` (B',): beam search repeats each sentence k times."""
+        return encoded._replace(memory=encoded.memory[:, rows], mask=encoded.mask[:, rows],
+                                projected=None if encoded.projected is None else encoded.projected[:, rows],
+                                context_vector=None if encoded.context_vector is None
+                                else encoded.context_vector[rows])
+
+    def select_state(self, state, feed, rows):
+        """The decoder's state and feed of the beams at ``rows`` (B',): beam search follows its back-pointers."""
+        return tuple(s[:, rows] for s in state), None if feed is None else feed[rows]
+
     def step(self, tokens, state, feed, encoded):
         """tokens (B,) -> log-probabilities (B, V), new state, new feed, attention weights (S, B) or None."""
         emb, _ = self.tgt_embedding.forward(tokens)

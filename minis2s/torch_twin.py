@@ -112,6 +112,13 @@ class Decoding:
         encoded = Encoded(_Rows(memory), None if projected is None else _Rows(projected), _Rows(mask), None, None)
         return encoded, tuple(_Rows(s[None]) for s in state), None
 
+    def repeat_encoded(self, encoded, rows):
+        return encoded._replace(memory=encoded.memory[:, rows], mask=encoded.mask[:, rows],
+                                projected=None if encoded.projected is None else encoded.projected[:, rows])
+
+    def select_state(self, state, feed, rows):
+        return tuple(s[:, rows] for s in state), None
+
     @torch.no_grad()
     def step(self, tokens, state, feed, encoded):
         emb = self.twin.tgt_embedding(torch.from_numpy(numpy.asarray(tokens)))

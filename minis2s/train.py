@@ -56,6 +56,7 @@ class TrainConfig:
     time_limit: float = 0.0             # seconds of training before stopping at the next step; 0: none
     checkpoint_every: int = 0           # steps between checkpoints within an epoch; 0: at epoch ends only
     eval_every: int = 0                 # steps between validations within an epoch; 0: at epoch ends only
+    keep: int = 0                       # keep the parameters of the last N checkpoints (step-NNNNNNN.npz)
     bucket: bool = True
 
     def __post_init__(self):
@@ -158,6 +159,12 @@ class Trainer:
                     random=("derived: batch order from default_rng([seed, epoch]); dropout and teacher-forcing "
                             "coins from model.reseed(seed * 1000003 + step)"))
         checkpoint.save(self.path(name), self.model.state_dict(), meta, self.optimizer.state_dict())
+        if name == "last.npz" and self.config.keep > 0:           # parameters only, for minis2s average
+            checkpoint.save(self.path(f"step-{self.step:07d}.npz"), self.model.state_dict(),
+                            {k: v for k, v in meta.items() if k not in ("history", "position")})
+            kept = sorted(f for f in os.listdir(self.out_dir) if f.startswith("step-") and f.endswith(".npz"))
+            for old in kept[:-self.config.keep]:
+                os.remove(self.path(old))
 
     def restore(self, path):
         """Load parameters, optimiser state and training position from a checkpoint written by ``save``."""

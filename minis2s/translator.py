@@ -1,12 +1,14 @@
 """A trained model with its vocabularies and tokenisers: text in, text out.
 
-``Translator.load(DIR)`` reads ``DIR/model.npz`` (the best checkpoint of ``minis2s train``).
+``Translator.load(DIR)`` reads ``DIR/model.npz`` (the best checkpoint of ``minis2s train``);
+``Translator.load([DIR1, DIR2])`` decodes the models as an ensemble (ensemble.py).
 """
 import os
 
 from . import checkpoint, metrics
 from .data import Tokenizer, Vocab
 from .decode import beam_search
+from .ensemble import Ensemble, same_vocabularies
 from .model import Seq2Seq
 from .train import evaluate_loss
 
@@ -23,18 +25,30 @@ class Translator:
 
     @classmethod
     def load(cls, directory, dtype=None):
-        path = directory if directory.endswith(".npz") else os.path.join(directory, "model.npz")
-        params, meta, _ = checkpoint.load(path)
-        for key in ("model", "src_vocab", "tgt_vocab", "src_tokenizer", "tgt_tokenizer"):
-            if key not in meta:
-                raise checkpoint.CheckpointError(f"{path}: no '{key}' in the checkpoint: not a translation model")
-        config = dict(meta["model"])
-        if dtype:
-            config["dtype"] = dtype
-        model = Seq2Seq(**config)
-        model.load_state_dict(params, where=path)
-        return cls(model, Vocab(meta["src_vocab"]), Vocab(meta["tgt_vocab"]),
-                   Tokenizer(**meta["src_tokenizer"]), Tokenizer(**meta["tgt_tokenizer"]))
+        """A model folder (or its .npz); a list of several gives an ensemble (they must share vocabularies)."""
+        directories = [directory] if isinstance(directory, str) else list(directory)
+        models, metas, paths = [], [], []
+        for folder in directories:
+            path = folder if folder.endswith(".npz") else os.path.join(folder, "model.npz")
+            params, meta, _ = checkpoint.load(path)
+            for key in ("model", "src_vocab", "tgt_vocab", "src_tokenizer", "tgt_tokenizer"):
+                if key not in meta:
+                    raise checkpoint.CheckpointError(f"{path}: no '{key}' in the checkpoint: not a translation model")
+            config = dict(meta["model"])
+            if dtype:
+                config["dtype"] = dtype
+            model = Seq2Seq(**config)
+            model.load_state_dict(params, where=path)
+            models.append(model)
+            metas.append(meta)
+            paths.append(path)
+        try:
+            same_vocabularies(metas, paths)
+        except ValueError as error:
+            raise checkpoint.CheckpointError(str(error)) from None
+        meta = metas[0]
+        return cls(models[0] if len(models) == 1 else Ensemble(models), Vocab(meta["src_vocab"]),
+                   Vocab(meta["tgt_vocab"]), Tokenizer(**meta["src_tokenizer"]), Tokenizer(**meta["tgt_tokenizer"]))
 
     def encode_sources(self, texts):
         tokens = [self.src_tokenizer.tokenize(text) or ["<unk>"] for text in texts]

@@ -4,6 +4,7 @@ import select
 import subprocess
 import sys
 
+import numpy
 import pytest
 
 from minis2s import datasets
@@ -170,3 +171,34 @@ def test_a_bad_run_file_is_a_clear_error_naming_file_and_key(tmp_path, content, 
 def test_an_unreadable_run_file_is_named(tmp_path):
     result = minis2s("train", "--config", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "x"), check=False)
     assert result.returncode == 2 and "missing.toml: cannot read it" in result.stderr, result.stderr
+
+
+def test_keep_average_and_ensemble(tiny_tsv, tmp_path, trained):
+    """train --keep 3 leaves the last 3 checkpoints; average makes one model of them that translates; two
+    models decode as an ensemble; mismatched models are refused with the file named."""
+    out = tmp_path / "kept"
+    minis2s("train", "--data", str(tiny_tsv), "--out", str(out), "--epochs", "3", "--keep", "3",
+            "--eval-every", "10", "--emb-size", "32", "--hidden-size", "48", "--batch-size", "16",
+            "--valid-size", "30", "--test-size", "30", "--min-freq", "1", "--no-progress", "--valid-bleu", "0",
+            "--checkpoint-every", "0")
+    kept = sorted(out.glob("step-*.npz"))
+    assert len(kept) == 3
+    averaged = tmp_path / "averaged"
+    minis2s("average", *map(str, kept), "--out", str(averaged))
+    from minis2s import checkpoint
+    params = [checkpoint.load(str(path))[0] for path in kept]
+    mean, _, _ = checkpoint.load(str(averaged / "model.npz"))
+    numpy.testing.assert_allclose(mean["decoder.out.weight"],
+                                  numpy.mean([p["decoder.out.weight"] for p in params], axis=0), rtol=1e-6)
+    assert minis2s("translate", "--model", str(averaged), "a b c").stdout.strip()
+    model, _ = trained
+    one = minis2s("evaluate", "--model", str(model), "--data", str(model / "test.tsv"), "--json").stdout
+    both = minis2s("evaluate", "--model", str(model), "--model", str(model), "--data", str(model / "test.tsv"),
+                   "--json").stdout
+    first, second = json.loads(one.splitlines()[-1]), json.loads(both.splitlines()[-1])
+    assert abs(first["loss"] - second["loss"]) < 1e-5 and first["bleu"] == second["bleu"]   # A with A is A
+    mixed = minis2s("translate", "--model", str(model), "--model", str(out), "a b c").stdout.strip()
+    assert mixed                                       # an ensemble may mix sizes: it shares only vocabularies
+    refused = minis2s("average", str(model), str(out), "--out", str(tmp_path / "no"), check=False)
+    assert refused.returncode == 2 and "hidden_size differ" in refused.stderr and str(out) in refused.stderr, \
+        refused.stderr

@@ -32,6 +32,9 @@ class MarkovModel:
                           mask=xp.ones(src.shape, dtype=bool), state=None, context_vector=None)
         return encoded, (xp.zeros((1, size, 1)),), None
 
+    repeat_encoded = minis2s.Seq2Seq.repeat_encoded
+    select_state = minis2s.Seq2Seq.select_state
+
     def step(self, tokens, state, feed, encoded):
         tokens = backend.to_numpy(tokens)
         logp = numpy.full((len(tokens), self.vocab), -numpy.inf)
