@@ -414,13 +414,13 @@ def cmd_gradcheck(args):
         width = max(len(name) for name in checks.CATALOGUE) + 2
         print(f"finite-difference gradient check of {path}, float64, backend {backend.name()}, "
               f"pass if max relative error <= {gradcheck.TOLERANCE:.0e}")
-        print(f"{'layer':<{width}}{'max rel. error':>16}  {'worst tensor':<28}result")
+        print(f"{'layer':<{width}}{'max rel. error':>16}  {'worst tensor':<32}result")
         failures = 0
         for name, errors in checks.run_catalogue():
             worst = max(errors, key=errors.get)
             ok = errors[worst] <= gradcheck.TOLERANCE
             failures += not ok
-            print(f"{name:<{width}}{errors[worst]:>16.2e}  {worst:<28}{'pass' if ok else 'FAIL'}", flush=True)
+            print(f"{name:<{width}}{errors[worst]:>16.2e}  {worst:<32}{'pass' if ok else 'FAIL'}", flush=True)
     print(f"{len(checks.CATALOGUE) - failures} passed, {failures} failed")
     return 1 if failures else 0
 

@@ -145,7 +145,7 @@ def test_a_run_file_gives_the_run_flags_override_it_and_the_resolved_run_reprodu
     assert "model: lstm + bahdanau" in first.stdout                     # the flag overrides the file
     resolved = (tmp_path / "a" / "config.toml").read_text(encoding="utf-8")
     assert "hidden-size = 24\n" in resolved and 'cell = "lstm"\n' in resolved and "lr = 0.001\n" in resolved
-    again = minis2s("train", "--config", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"))
+    minis2s("train", "--config", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"))
     scores = [json.loads((tmp_path / name / "test_scores.json").read_text()) for name in ("a", "b")]
     assert scores[0]["loss"] == scores[1]["loss"] and scores[0]["bleu"] == scores[1]["bleu"]
     histories = [json.loads((tmp_path / name / "history.json").read_text()) for name in ("a", "b")]

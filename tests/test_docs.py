@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy
-import pytest
 
 from minis2s.loss import cross_entropy
 
