@@ -112,12 +112,6 @@ def check(problem):
     return errors(numeric(problem), problem.analytic())
 
 
-def compare(objective, arrays, analytic, max_elements=None, h=1e-5, seed=0):
-    """Max relative error per tensor between ``analytic[name]`` and finite differences of
-    ``objective()`` with respect to ``arrays[name]`` (perturbed in place)."""
-    return check(Problem(objective, arrays, lambda: analytic, max_elements, h, seed))
-
-
 def _as_tuple(value):
     return value if isinstance(value, tuple) else (value,)
 

@@ -263,9 +263,13 @@ class Seq2Seq(Module):
             output, state, feed, step_weights, step_cache = decoder.step_forward(
                 decoder.embedding_projection(emb), state, feed, encoded, True)
             step_logits, _ = decoder.out.forward(output)                 # the next step's guess needs them now
-            for store, value in ((tokens, token), (embs, emb), (emb_masks, emb_mask), (outputs, output),
-                                 (logits, step_logits), (weights, step_weights), (step_caches, step_cache)):
-                store.append(value)
+            tokens.append(token)
+            embs.append(emb)
+            emb_masks.append(emb_mask)
+            outputs.append(output)
+            logits.append(step_logits)
+            weights.append(step_weights)
+            step_caches.append(step_cache)
         out_cache = LinearCache(xp.stack(outputs))                       # what the projection's backward needs
         return xp.stack(logits), ForwardCache(encoded, enc_cache, xp.stack(embs), xp.stack(tokens),
                                               _stack(emb_masks), step_caches, out_cache, _stack(weights))

@@ -188,13 +188,9 @@ class Decoder(Module):
         Returns demb (T, B, E).
         """
         xp = backend.array_module(emb)
-        inputs = []
-        for k in range(self.rnn.num_layers):
-            if k == 0:                                                  # x_t = [emb_t ; extras_t]
-                layer0 = [emb] if steps[0].extras is None else [emb, xp.stack([s.extras for s in steps])]
-                inputs.append(xp.concatenate(layer0, axis=2) if len(layer0) > 1 else emb)
-            else:
-                inputs.append(xp.stack([s.stack.inputs[k] for s in steps]))
+        inputs = [emb if steps[0].extras is None                       # layer 0: x_t = [emb_t ; extras_t]
+                  else xp.concatenate([emb, xp.stack([s.extras for s in steps])], axis=2)]
+        inputs += [xp.stack([s.stack.inputs[k] for s in steps]) for k in range(1, self.rnn.num_layers)]
         h_prev = [xp.stack([s.stack.h_prev[k] for s in steps]) for k in range(self.rnn.num_layers)]
         self.rnn.stack_weight_grads(inputs, h_prev, dxw, dgh)
         return dxw[0] @ self.rnn.params["weight_ih_l0"][:, :self.emb_size]
