@@ -79,6 +79,12 @@ def add_train(commands):
     data.add_argument("--no-lowercase", action="store_true", help="keep the case of the text")
     data.add_argument("--src-tokenizer", choices=("auto", "word", "char"), default="auto")
     data.add_argument("--tgt-tokenizer", choices=("auto", "word", "char"), default="auto")
+    data.add_argument("--subword", choices=("none", "bpe", "sentencepiece"), default="none",
+                      help="split words into subword pieces, a model per side learnt on the training pairs: bpe "
+                           "(minis2s' own byte-pair encoding) or sentencepiece (unigram; pip install "
+                           "'minis2s[subword]'); saved in the model, so translate reads and writes whole words")
+    data.add_argument("--vocab-size", type=_positive(int), default=8000,
+                      help="with --subword: at most this many pieces a side, special tokens included")
     data.add_argument("--valid-size", type=int, default=1000, help="held-out pairs for validation")
     data.add_argument("--test-size", type=int, default=1000, help="held-out pairs for the final test")
     model = parser.add_argument_group("model (Seq2Seq's constructor, in kebab case)")
@@ -173,10 +179,12 @@ def cmd_train(args):
     started = time.perf_counter()
     pairs = _load_text_pairs(args.data)
     corpus = data.prepare(pairs, args.src_tokenizer, args.tgt_tokenizer, not args.no_lowercase, args.max_len,
-                          args.min_freq, args.max_vocab, args.valid_size, args.test_size, args.seed)
+                          args.min_freq, args.max_vocab, args.valid_size, args.test_size, args.seed,
+                          args.subword, args.vocab_size)
+    pieces = "" if args.subword == "none" else f" ({args.subword} pieces)"
     print(f"data: {args.data or DEFAULT_DATA}: {len(corpus.train):,} training, {len(corpus.valid):,} validation, "
-          f"{len(corpus.test):,} test pairs; vocabularies {len(corpus.src_vocab):,} / {len(corpus.tgt_vocab):,}",
-          flush=True)
+          f"{len(corpus.test):,} test pairs; vocabularies {len(corpus.src_vocab):,} / {len(corpus.tgt_vocab):,}"
+          f"{pieces}", flush=True)
     model = Seq2Seq(len(corpus.src_vocab), len(corpus.tgt_vocab), cell=args.cell, attention=args.attention,
                     emb_size=args.emb_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
                     bidirectional=args.bidirectional, dropout=args.dropout, teacher_forcing=args.teacher_forcing,
@@ -211,6 +219,10 @@ def cmd_train(args):
         print(f"resumed from {last} at epoch {trainer.epoch + 1}, step {trainer.step}", flush=True)
     os.makedirs(args.out, exist_ok=True)
     config_file.write(os.path.join(args.out, "config.toml"), args, args.train_parser)
+    if args.subword != "none":                 # for reading; translate uses the copy inside model.npz
+        from .subword import FILE_NAMES
+        for side, tokenizer in (("src", corpus.src_tokenizer), ("tgt", corpus.tgt_tokenizer)):
+            tokenizer.model.write(os.path.join(args.out, FILE_NAMES[args.subword].format(side=side)))
     with open(os.path.join(args.out, "test.tsv"), "w", encoding="utf-8") as stream:
         stream.writelines(f"{s}\t{t}\n" for s, t in corpus.test_text)
     trainer.run()

@@ -158,9 +158,11 @@ class Tokenizer:
             raise ValueError(f"tokenizer must be 'word', 'char' or 'auto', got {kind!r}")
         self.kind, self.lowercase = kind, lowercase
 
+    def normalize(self, text):
+        return normalize(text, self.lowercase)
+
     def tokenize(self, text):
-        text = normalize(text, self.lowercase)
-        return (WORD if self.kind == "word" else CHAR).findall(text)
+        return (WORD if self.kind == "word" else CHAR).findall(self.normalize(text))
 
     def detokenize(self, tokens):
         out = ""
@@ -178,6 +180,17 @@ class Tokenizer:
 
     def to_dict(self):
         return {"kind": self.kind, "lowercase": self.lowercase}
+
+
+def tokenizer_from_dict(spec):
+    """A Tokenizer (or, when ``spec`` has a ``subword`` model, a subword.SubwordTokenizer) from ``to_dict()``."""
+    spec = dict(spec)
+    model = spec.pop("subword", None)
+    tokenizer = Tokenizer(**spec)
+    if model is None:
+        return tokenizer
+    from . import subword
+    return subword.SubwordTokenizer(tokenizer, subword.from_dict(model))
 
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -255,9 +268,14 @@ def split_by_source(pairs, valid_size, test_size, seed=0):
 
 
 def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=None, min_freq=1, max_vocab=None,
-            valid_size=1000, test_size=1000, seed=0):
-    """Tokenise, filter by length (``max_len`` tokens a side), split by source, build vocabularies on
-    the training part, and encode. Returns a Corpus."""
+            valid_size=1000, test_size=1000, seed=0, subword="none", vocab_size=8000):
+    """Tokenise, filter by length (``max_len`` words a side), split by source, build vocabularies on
+    the training part, and encode. Returns a Corpus.
+
+    ``subword`` "bpe" or "sentencepiece": each side's subword model (at most ``vocab_size`` pieces) is
+    learnt on the training part, after the length filter and the split, so that the pairs and the split
+    are the same as with words; the vocabulary is then every piece (``min_freq`` and ``max_vocab`` do not
+    apply), and the corpus' tokenizers are subword.SubwordTokenizers."""
     src_kind = guess_kind([s for s, _ in pairs]) if src_kind == "auto" else src_kind
     tgt_kind = guess_kind([t for _, t in pairs]) if tgt_kind == "auto" else tgt_kind
     src_tok, tgt_tok = Tokenizer(src_kind, lowercase), Tokenizer(tgt_kind, lowercase)
@@ -272,6 +290,9 @@ def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=Non
     valid_size = min(valid_size, len(tokenized) // 10)
     test_size = min(test_size, len(tokenized) // 10)
     train_idx, valid_idx, test_idx = split_by_source(texts, valid_size, test_size, seed)
+    if subword != "none":
+        src_tok, tgt_tok, tokenized = learn_subwords(subword, vocab_size, src_tok, tgt_tok, texts, train_idx)
+        min_freq, max_vocab = 1, None
     src_vocab = Vocab.build((tokenized[i][0] for i in train_idx), min_freq, max_vocab)
     tgt_vocab = Vocab.build((tokenized[i][1] for i in train_idx), min_freq, max_vocab)
 
@@ -280,3 +301,21 @@ def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=Non
 
     return Corpus(encode(train_idx), encode(valid_idx), encode(test_idx), [texts[i] for i in valid_idx],
                   [texts[i] for i in test_idx], src_vocab, tgt_vocab, src_tok, tgt_tok)
+
+
+def learn_subwords(kind, vocab_size, src_tok, tgt_tok, texts, train_idx):
+    """Each side's subword model, learnt on the training texts -> the two SubwordTokenizers and every pair
+    segmented with them."""
+    from . import subword
+    if kind not in ("bpe", "sentencepiece"):
+        raise ValueError(f"subword must be 'none', 'bpe' or 'sentencepiece', got {kind!r}")
+    tokenizers = []
+    for side, tokenizer in enumerate((src_tok, tgt_tok)):
+        if kind == "bpe":
+            model = subword.BPE.learn((tokenizer.tokenize(texts[i][side]) for i in train_idx), vocab_size)
+        else:
+            model = subword.SentencePiece.learn((tokenizer.normalize(texts[i][side]) for i in train_idx),
+                                                vocab_size, cjk=tokenizer.kind == "char")
+        tokenizers.append(subword.SubwordTokenizer(tokenizer, model))
+    src_tok, tgt_tok = tokenizers
+    return src_tok, tgt_tok, [(src_tok.tokenize(s), tgt_tok.tokenize(t)) for s, t in texts]

@@ -6,7 +6,7 @@
 import os
 
 from . import checkpoint, metrics
-from .data import Tokenizer, Vocab
+from .data import Vocab, tokenizer_from_dict
 from .decode import beam_search
 from .ensemble import Ensemble, same_vocabularies
 from .model import Seq2Seq
@@ -48,7 +48,8 @@ class Translator:
             raise checkpoint.CheckpointError(str(error)) from None
         meta = metas[0]
         return cls(models[0] if len(models) == 1 else Ensemble(models), Vocab(meta["src_vocab"]),
-                   Vocab(meta["tgt_vocab"]), Tokenizer(**meta["src_tokenizer"]), Tokenizer(**meta["tgt_tokenizer"]))
+                   Vocab(meta["tgt_vocab"]), tokenizer_from_dict(meta["src_tokenizer"]),
+                   tokenizer_from_dict(meta["tgt_tokenizer"]))
 
     def encode_sources(self, texts):
         tokens = [self.src_tokenizer.tokenize(text) or ["<unk>"] for text in texts]
