@@ -77,6 +77,8 @@ def add_train(commands):
     data.add_argument("--min-freq", type=int, default=3, help="vocabulary: tokens seen fewer times become <unk>")
     data.add_argument("--max-vocab", type=int, default=None, help="vocabulary: at most this many tokens a side")
     data.add_argument("--no-lowercase", action="store_true", help="keep the case of the text")
+    data.add_argument("--elisions", choices=("keep", "split"), default="keep",
+                      help="word tokenizer: split French elisions off their word (l'homme -> l' homme) or keep them")
     data.add_argument("--src-tokenizer", choices=("auto", "word", "char"), default="auto")
     data.add_argument("--tgt-tokenizer", choices=("auto", "word", "char"), default="auto")
     data.add_argument("--subword", choices=("none", "bpe", "sentencepiece"), default="none",
@@ -180,7 +182,7 @@ def cmd_train(args):
     pairs = _load_text_pairs(args.data)
     corpus = data.prepare(pairs, args.src_tokenizer, args.tgt_tokenizer, not args.no_lowercase, args.max_len,
                           args.min_freq, args.max_vocab, args.valid_size, args.test_size, args.seed,
-                          args.subword, args.vocab_size)
+                          args.subword, args.vocab_size, args.elisions == "split")
     pieces = "" if args.subword == "none" else f" ({args.subword} pieces)"
     print(f"data: {args.data or DEFAULT_DATA}: {len(corpus.train):,} training, {len(corpus.valid):,} validation, "
           f"{len(corpus.test):,} test pairs; vocabularies {len(corpus.src_vocab):,} / {len(corpus.tgt_vocab):,}"

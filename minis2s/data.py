@@ -134,6 +134,8 @@ TYPOGRAPHIC_SPACES = {"\u202f": " ", "\u00a0": " ", "\u2009": " "}
 WORD = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 CHAR = re.compile(r"[A-Za-z0-9]+(?:['’.-][A-Za-z0-9]+)*|\S")
+ELIDED = re.compile(r"(?:[cdjlmnst]|qu|jusqu|lorsqu|puisqu)['’]", re.IGNORECASE)    # French: l', qu', ...
+ELISION = re.compile(r"^((?:[cdjlmnst]|qu|jusqu|lorsqu|puisqu)['’])(?=\w)", re.IGNORECASE)
 CLOSE_BEFORE = set(".,;:!?%)]}»…") | set("。，、；：！？）」』")
 CLOSE_AFTER = set("([{«¿¡") | set("（「『")
 
@@ -153,22 +155,31 @@ def guess_kind(texts, sample=2000):
 
 
 class Tokenizer:
-    def __init__(self, kind="word", lowercase=True):
+    """``elisions``: split French elisions off the word they lean on ("l'homme" -> "l'", "homme"; "qu'il" ->
+    "qu'", "il"), so that the article or pronoun and the word are each one vocabulary entry, not one entry
+    per combination."""
+
+    def __init__(self, kind="word", lowercase=True, elisions=False):
         if kind not in ("word", "char"):
             raise ValueError(f"tokenizer must be 'word', 'char' or 'auto', got {kind!r}")
-        self.kind, self.lowercase = kind, lowercase
+        self.kind, self.lowercase, self.elisions = kind, lowercase, elisions and kind == "word"
 
     def normalize(self, text):
         return normalize(text, self.lowercase)
 
     def tokenize(self, text):
-        return (WORD if self.kind == "word" else CHAR).findall(self.normalize(text))
+        tokens = (WORD if self.kind == "word" else CHAR).findall(self.normalize(text))
+        if self.elisions:
+            tokens = [part for token in tokens for part in ELISION.split(token, maxsplit=1) if part]
+        return tokens
 
     def detokenize(self, tokens):
-        out = ""
+        out, previous = "", ""
         for token in tokens:
             if not out:
                 out = token
+            elif self.elisions and ELIDED.fullmatch(previous):
+                out += token
             elif self.kind == "char":
                 latin = token[:1].isascii() and token[:1].isalnum() and out[-1:].isascii() and out[-1:].isalnum()
                 out += (" " if latin else "") + token
@@ -176,10 +187,11 @@ class Tokenizer:
                 out += token
             else:
                 out += " " + token
+            previous = token
         return out
 
     def to_dict(self):
-        return {"kind": self.kind, "lowercase": self.lowercase}
+        return {"kind": self.kind, "lowercase": self.lowercase, "elisions": self.elisions}
 
 
 def tokenizer_from_dict(spec):
@@ -268,7 +280,7 @@ def split_by_source(pairs, valid_size, test_size, seed=0):
 
 
 def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=None, min_freq=1, max_vocab=None,
-            valid_size=1000, test_size=1000, seed=0, subword="none", vocab_size=8000):
+            valid_size=1000, test_size=1000, seed=0, subword="none", vocab_size=8000, elisions=False):
     """Tokenise, filter by length (``max_len`` words a side), split by source, build vocabularies on
     the training part, and encode. Returns a Corpus.
 
@@ -278,7 +290,7 @@ def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=Non
     apply), and the corpus' tokenizers are subword.SubwordTokenizers."""
     src_kind = guess_kind([s for s, _ in pairs]) if src_kind == "auto" else src_kind
     tgt_kind = guess_kind([t for _, t in pairs]) if tgt_kind == "auto" else tgt_kind
-    src_tok, tgt_tok = Tokenizer(src_kind, lowercase), Tokenizer(tgt_kind, lowercase)
+    src_tok, tgt_tok = Tokenizer(src_kind, lowercase, elisions), Tokenizer(tgt_kind, lowercase, elisions)
     tokenized, texts = [], []
     for source, target in pairs:
         s, t = src_tok.tokenize(source), tgt_tok.tokenize(target)

@@ -41,6 +41,26 @@ def test_vocab_min_freq_and_max_size():
     assert data.Vocab.build([["a", "a", "b"]], max_size=5).tokens == list(data.SPECIALS) + ["a"]
 
 
+elided = st.sampled_from(["l'", "d'", "j'", "qu'", "n'", "s'", "c'", "jusqu'"])
+
+
+@given(tokens=st.lists(st.one_of(words, punct, st.tuples(elided, words)), min_size=1, max_size=12))
+def test_split_elisions_survive_detokenising(tokens):
+    tokens = [part for token in tokens for part in (token if isinstance(token, tuple) else (token,))]
+    tokenizer = data.Tokenizer("word", elisions=True)
+    assert tokenizer.tokenize(tokenizer.detokenize(tokens)) == tokens
+
+
+def test_elisions():
+    split = data.Tokenizer("word", elisions=True)
+    assert split.tokenize("Qu'est-ce que l'homme qu'il a vu jusqu'à aujourd'hui ?") == \
+        ["qu'", "est-ce", "que", "l'", "homme", "qu'", "il", "a", "vu", "jusqu'", "à", "aujourd'hui", "?"]
+    assert split.detokenize(split.tokenize("J'ai froid, n'est-ce pas ?")) == "j'ai froid, n'est-ce pas?"
+    assert split.tokenize("I don't know.") == ["i", "don't", "know", "."]          # English keeps its own
+    assert data.Tokenizer("word").tokenize("l'homme") == ["l'homme"]                # the default keeps them
+    assert data.tokenizer_from_dict({"kind": "word", "lowercase": True}).elisions is False     # older models
+
+
 def test_normalisation():
     assert data.normalize("Va\u202f!\u00a0Oui\u2009?") == "Va ! Oui ?"
     assert data.normalize("e\u0301t\u00e9", lowercase=False) == "\u00e9t\u00e9"        # NFC
