@@ -5,9 +5,11 @@ Every layer in minis2s is written once against an array module called ``xp``.
 NumPy's API. This module chooses the active one and moves arrays between them.
 
     use("numpy") / use("cupy")   choose (also: environment variable MINIS2S_BACKEND)
+    use("fakecupy")              a strict CuPy stand-in on NumPy, for machines without a GPU (fakecupy.py)
     xp()                         the active array module
     asarray(a, dtype=None)       an array on the active backend (float32 unless told)
     to_numpy(a)                  a NumPy array on the host, whatever ``a`` was
+    to_float(a)                  a one-element array as a Python float (a device -> host copy on the GPU)
     rng(seed)                    a seeded random generator on the active backend
 
 Floating point: float32 by default (fast), float64 on request (gradient checks).
@@ -16,7 +18,7 @@ import os
 
 import numpy
 
-BACKENDS = ("numpy", "cupy")
+BACKENDS = ("numpy", "cupy", "fakecupy")
 DEFAULT_DTYPE = numpy.float32
 
 _active = None  # the chosen array module; None until first use
@@ -43,12 +45,15 @@ def _load_cupy():
 
 
 def use(name):
-    """Make ``name`` ("numpy" or "cupy") the active backend and return its array module."""
+    """Make ``name`` ("numpy", "cupy" or "fakecupy") the active backend and return its array module."""
     global _active
     if name == "numpy":
         _active = numpy
     elif name == "cupy":
         _active = _load_cupy()
+    elif name == "fakecupy":
+        from . import fakecupy
+        _active = fakecupy
     else:
         raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     return _active
@@ -62,13 +67,13 @@ def xp():
 
 
 def name():
-    """The active backend's name: "numpy" or "cupy"."""
-    return "cupy" if xp() is not numpy else "numpy"
+    """The active backend's name: "numpy", "cupy" or "fakecupy"."""
+    return {"numpy": "numpy", "cupy": "cupy"}.get(xp().__name__, "fakecupy")
 
 
 def available():
-    """The backends that can run here (CuPy only where CuPy and a GPU are present)."""
-    names = ["numpy"]
+    """The backends that can run here (CuPy only where CuPy and a GPU are present; the stand-in always)."""
+    names = ["numpy", "fakecupy"]
     try:
         _load_cupy()
         names.append("cupy")
@@ -78,11 +83,17 @@ def available():
 
 
 def array_module(*arrays):
-    """NumPy or CuPy, whichever owns ``arrays`` (NumPy for plain Python values)."""
+    """NumPy or CuPy (or the stand-in), whichever owns ``arrays`` (NumPy for plain Python values)."""
     for array in arrays:
-        if array is not None and type(array).__module__.startswith("cupy"):
+        if array is None:
+            continue
+        owner = type(array).__module__
+        if owner.startswith("cupy"):
             import cupy
             return cupy
+        if owner == "minis2s.fakecupy":
+            from . import fakecupy
+            return fakecupy
     return numpy
 
 
@@ -109,6 +120,12 @@ def to_numpy(a):
     if hasattr(a, "get") and array_module(a) is not numpy:
         return a.get()
     return numpy.asarray(a)
+
+
+def to_float(a):
+    """A one-element array (or a number) as a Python float: on the GPU an explicit device -> host copy,
+    so write it only where the host needs the value (a log line, a gradient check, the stopping test)."""
+    return float(to_numpy(a))
 
 
 def rng(seed=0, module=None):

@@ -77,7 +77,7 @@ def add_train(commands):
     data.add_argument("--min-freq", type=int, default=3, help="vocabulary: tokens seen fewer times become <unk>")
     data.add_argument("--max-vocab", type=int, default=None, help="vocabulary: at most this many tokens a side")
     data.add_argument("--no-lowercase", action="store_true", help="keep the case of the text")
-    data.add_argument("--elisions", choices=("keep", "split"), default="keep",
+    data.add_argument("--elisions", choices=("keep", "split"), default="split",
                       help="word tokenizer: split French elisions off their word (l'homme -> l' homme) or keep them")
     data.add_argument("--src-tokenizer", choices=("auto", "word", "char"), default="auto")
     data.add_argument("--tgt-tokenizer", choices=("auto", "word", "char"), default="auto")

@@ -281,8 +281,8 @@ def split_by_source(pairs, valid_size, test_size, seed=0):
 
 def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=None, min_freq=1, max_vocab=None,
             valid_size=1000, test_size=1000, seed=0, subword="none", vocab_size=8000, elisions=False):
-    """Tokenise, filter by length (``max_len`` words a side), split by source, build vocabularies on
-    the training part, and encode. Returns a Corpus.
+    """Tokenise, filter by length (``max_len`` words a side, an elided l'homme one word), split by source,
+    build vocabularies on the training part, and encode. Returns a Corpus.
 
     ``subword`` "bpe" or "sentencepiece": each side's subword model (at most ``vocab_size`` pieces) is
     learnt on the training part, after the length filter and the split, so that the pairs and the split
@@ -290,12 +290,13 @@ def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=Non
     apply), and the corpus' tokenizers are subword.SubwordTokenizers."""
     src_kind = guess_kind([s for s, _ in pairs]) if src_kind == "auto" else src_kind
     tgt_kind = guess_kind([t for _, t in pairs]) if tgt_kind == "auto" else tgt_kind
+    src_words, tgt_words = Tokenizer(src_kind, lowercase), Tokenizer(tgt_kind, lowercase)
     src_tok, tgt_tok = Tokenizer(src_kind, lowercase, elisions), Tokenizer(tgt_kind, lowercase, elisions)
     tokenized, texts = [], []
-    for source, target in pairs:
-        s, t = src_tok.tokenize(source), tgt_tok.tokenize(target)
+    for source, target in pairs:         # the filter counts words (l'homme one word), whatever the tokens
+        s, t = src_words.tokenize(source), tgt_words.tokenize(target)
         if s and t and (not max_len or (len(s) <= max_len and len(t) <= max_len)):
-            tokenized.append((s, t))
+            tokenized.append((src_tok.tokenize(source), tgt_tok.tokenize(target)) if elisions else (s, t))
             texts.append((source, target))
     if not tokenized:
         raise DataError(f"no pair is left after tokenising and the length filter (max_len={max_len})")

@@ -69,7 +69,7 @@ def numerical_gradient(objective, x, indices=None, h=1e-5):
         values = []
         for step in (2, 1, -1, -2):
             flat[i] = old + step * h
-            values.append(objective())
+            values.append(backend.to_float(objective()))       # the loss on the host: a copy on the GPU
         flat[i] = old
         plus2, plus1, minus1, minus2 = values
         grad[i] = (-plus2 + 8.0 * plus1 - 8.0 * minus1 + minus2) / (12.0 * h)
@@ -135,8 +135,8 @@ def function_problem(forward, backward, inputs, module=None, seed=0, max_element
 
     def objective():
         outs, _ = forward(*args)
-        return float(sum(float((out * dout).sum()) for out, dout in zip(_as_tuple(outs), douts)
-                         if out is not None))
+        return backend.to_float(sum((out * dout).sum() for out, dout in zip(_as_tuple(outs), douts)
+                                    if out is not None))
 
     arrays = {name: x for name, x in inputs.items()
               if x is not None and numpy.issubdtype(x.dtype, numpy.floating)}

@@ -35,7 +35,8 @@ def length_mask(lengths, steps):
 
 
 def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", label_smoothing=0.0):
-    """Returns (loss, dlogits). loss: a float for "mean"/"sum", a (B,) array for "sequence";
+    """Returns (loss, dlogits). loss: a 0-d float64 array for "mean"/"sum" (``float(loss)`` on NumPy,
+    ``backend.to_float(loss)`` on any backend, where the host needs the number), a (B,) array for "sequence";
     dlogits: (T, B, V), the gradient of loss with respect to logits."""
     xp = backend.array_module(logits)
     steps, batch, vocab = logits.shape
@@ -49,19 +50,16 @@ def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", la
     safe_targets = xp.where(mask, targets, 0)           # padded targets may be anything, even out of range
 
     if reduction == "mean":
-        count = max(int(mask.sum()), 1)                  # N, the number of real target tokens
-        scale = 1.0 / count
+        count = xp.maximum(mask.sum(), 1)                # N, the number of real target tokens (kept on the device)
+        weight = (mask / count).astype(logits.dtype)     # (T, B): each token's share of the loss, 1/N or 0
     else:
-        count, scale = None, 1.0
-    weight = xp.where(mask, scale, 0.0).astype(logits.dtype)         # (T, B): each token's share of the loss
+        count, weight = 1, mask.astype(logits.dtype)
     token_loss, dlogits = softmax_cross_entropy(logits, safe_targets, mask, weight, label_smoothing)
 
-    if reduction == "mean":
-        loss = float(token_loss.sum()) / count
-    elif reduction == "sum":
-        loss = float(token_loss.sum())
-    else:
+    if reduction == "sequence":
         loss = token_loss.sum(axis=0)
+    else:
+        loss = token_loss.sum() / count                  # a 0-d array: on the GPU, no copy to the host here
     return loss, dlogits
 
 

@@ -119,7 +119,8 @@ OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 def clip_grad_norm(grads, max_norm):
     """Scale all gradients together so that their global L2 norm is at most max_norm; returns the norm before."""
     xp = backend.xp()
-    total = math.sqrt(sum(float(xp.vdot(g.reshape(-1), g.reshape(-1))) for g in grads.values()))  # no g*g copy
+    total = math.sqrt(backend.to_float(sum(xp.vdot(g.reshape(-1), g.reshape(-1)).astype(xp.float64)
+                                           for g in grads.values())))          # one copy to the host
     if max_norm and total > max_norm:
         scale = max_norm / (total + 1e-12)
         for g in grads.values():

@@ -24,7 +24,7 @@ import time
 
 import numpy
 
-from . import checkpoint
+from . import backend, checkpoint
 from .data import collate
 from .optim import OPTIMIZERS, SGD, Adam, Schedule, clip_grad_norm
 
@@ -112,7 +112,7 @@ def evaluate_loss(model, pairs, batch_size=128):
         indices = range(start, min(start + batch_size, len(pairs)))
         batch = batch_of(pairs, indices)
         count = batch.num_tokens
-        total += model.loss(batch) * count
+        total += backend.to_float(model.loss(batch)) * count
         tokens += count
     return total / max(tokens, 1)
 
@@ -185,7 +185,7 @@ class Trainer:
         config, model = self.config, self.model
         model.reseed(config.seed * 1_000_003 + self.step)
         ratio = teacher_forcing_ratio(config, self.base_ratio, self.step)
-        loss = model.loss_and_grads(batch, teacher_forcing=ratio)
+        loss = backend.to_float(model.loss_and_grads(batch, teacher_forcing=ratio))   # on a GPU: a copy to the host
         if not math.isfinite(loss):
             kept = f"; the last good checkpoint is {self.path('last.npz')}" if self.out_dir else ""
             raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {self.step + 1} "

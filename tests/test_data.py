@@ -61,6 +61,14 @@ def test_elisions():
     assert data.tokenizer_from_dict({"kind": "word", "lowercase": True}).elisions is False     # older models
 
 
+def test_splitting_elisions_keeps_the_same_pairs_and_split():
+    pairs = datasets.load("eng-fra")[:3000]
+    kept = data.prepare(pairs, max_len=10, valid_size=100, test_size=100)
+    split = data.prepare(pairs, max_len=10, valid_size=100, test_size=100, elisions=True)
+    assert split.test_text == kept.test_text and len(split.train) == len(kept.train)
+    assert "l'" in split.tgt_vocab.index and len(split.tgt_vocab) < len(kept.tgt_vocab)
+
+
 def test_normalisation():
     assert data.normalize("Va\u202f!\u00a0Oui\u2009?") == "Va ! Oui ?"
     assert data.normalize("e\u0301t\u00e9", lowercase=False) == "\u00e9t\u00e9"        # NFC

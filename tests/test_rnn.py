@@ -19,7 +19,7 @@ lengths_lists = st.lists(st.integers(1, 5), min_size=1, max_size=4)
 def test_gradients(xp, cell, num_layers, bidirectional, lengths, input_size, hidden_size, dropout, seed):
     errors = checks.check_recurrent(cell, num_layers, bidirectional, tuple(lengths), input_size, hidden_size,
                                     dropout, seed)
-    assert_checked(errors)
+    assert_checked(errors, 1e-6 if cell == "rnn_relu" else 1e-7)    # relu: a kink within h of a pre-activation
 
 
 def _random_batch(rng, lengths, input_size):
