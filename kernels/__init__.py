@@ -7,15 +7,20 @@ The reference functions never import this package: only the dispatch does, and o
 are on, so minis2s runs without Numba. Every twin has a parity test against its reference
 (tests/test_kernels.py).
 
-    rnn.py        lstm_step_forward/backward, gru_step_forward/backward: the gate maths fused
+    rnn.py        direction_forward/backward: a layer's whole time loop (RNN, LSTM, GRU, masks
+                  included) in one Numba call each way; lstm_step_forward/backward,
+                  gru_step_forward/backward: the gate maths of one step fused (the decoder's steps)
+    blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
     loss.py       softmax_cross_entropy: the loss and the gradient in one parallel pass, in place
     embedding.py  scatter_add_rows: the embedding gradient
     decode.py     top_k: beam search's selection, one pass, no (B, k*V) temporary
     optim.py      adam_update: one pass over p, g, m, v
 
-Numba's scalar tanh/exp are not vectorised here (no SVML: 16 ns a tanh against NumPy's 0.5 ns), so
-the kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around them.
+Numba's scalar tanh/exp are not vectorised (llvmlite has had no SVML since LLVM 20, Numba 0.62, so
+installing Intel's runtime changes nothing: ``numba -s`` says "SVML Operational: False"). The step
+kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around them; the whole-sequence
+kernels use a float32 rational tanh that LLVM does vectorise (rnn.py).
 """
 import os
 

@@ -34,7 +34,8 @@ def _load_cupy():
     except ImportError as error:
         raise BackendError(
             "backend 'cupy' needs CuPy, which is not installed "
-            "(pip install 'minis2s[gpu]', a CuPy wheel for CUDA 12)") from error
+            "(pip install 'minis2s[gpu]': cupy-cuda13x and numba-cuda, for CUDA 13; "
+            "on CUDA 12: pip install cupy-cuda12x numba-cuda)") from error
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDA driver missing or broken

@@ -155,6 +155,67 @@ def test_recurrent_step_kernels_match_the_reference(cell, dtype, tolerance, batc
         assert_near(a, b, tolerance, f"{cell} output {k}")
 
 
+@given(steps=st.integers(1, 6), batch=st.integers(1, 4), hidden=st.integers(1, 7), seed=st.integers(0, 1000),
+       reach=st.sampled_from(["both", "outputs", "final"]))
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_whole_sequence_kernels_match_the_reference(cell, dtype, tolerance, steps, batch, hidden, seed, reach):
+    """One direction of a layer over a padded batch (lengths 1..T), forward and back through time: the
+    outputs, the final state, dx, the gradient of the initial state and the four weight gradients. The
+    gradient reaches the outputs, the final state or both (the encoder's cases)."""
+    from minis2s.loss import length_mask
+    from minis2s.nn import rnn
+    from minis2s.nn.rnn_cells import CELLS
+    rng = numpy.random.default_rng(seed)
+    the_cell = CELLS[cell]
+    size = the_cell.gates * hidden
+    x = _normal(rng, (steps, batch, 3), dtype)
+    lengths = rng.integers(1, steps + 1, batch)
+    state = tuple(_normal(rng, (batch, hidden), dtype) for _ in range(the_cell.state_size))
+    weights = (_normal(rng, (size, 3), dtype), _normal(rng, (size,), dtype),
+               _normal(rng, (size, hidden), dtype, 0.7), _normal(rng, (size,), dtype))
+    dout = None if reach == "final" else _normal(rng, (steps, batch, hidden), dtype)
+    dstate = None if reach == "outputs" else tuple(_normal(rng, (batch, hidden), dtype) for _ in state)
+
+    def run():
+        mask = length_mask(lengths, steps)
+        out, final, cache = rnn.direction_forward(the_cell, x, state, *weights, mask)
+        grads = tuple(numpy.zeros_like(w) for w in weights)
+        dx, dfirst = rnn.direction_backward(the_cell, dout, dstate, cache, weights[0], grads)
+        return (out,) + final + (dx,) + dfirst + grads
+
+    with spying(kernels.rnn, "direction_forward", "direction_backward") as calls:
+        fast, reference = both(run)
+    assert calls == {"direction_forward": 1, "direction_backward": 1}
+    for k, (a, b) in enumerate(zip(fast, reference)):
+        assert a.dtype == b.dtype == dtype
+        assert_near(a, b, tolerance, f"{cell} result {k}", floor=1.0)     # the inputs' scale: a state can be ~0
+
+
+def test_a_reference_forward_is_taken_back_by_the_reference_backward():
+    """The switch turned between a forward and its backward: the whole-sequence backward hands a cache of
+    step caches to the reference instead of misreading it."""
+    from minis2s.loss import length_mask
+    from minis2s.nn import rnn
+    from minis2s.nn.rnn_cells import CELLS
+    rng = numpy.random.default_rng(0)
+    cell = CELLS["lstm"]
+    weights = (rng.standard_normal((8, 3)), rng.standard_normal(8), rng.standard_normal((8, 2)), rng.standard_normal(8))
+    x, state = rng.standard_normal((4, 3, 3)), (rng.standard_normal((3, 2)), rng.standard_normal((3, 2)))
+    mask = length_mask(numpy.array([4, 2, 1]), 4)
+    dout = rng.standard_normal((4, 3, 2))
+    with dispatch.reference_path():
+        _, _, cache = rnn.direction_forward(cell, x, state, *weights, mask)
+    results = []
+    for fast in (True, False):
+        grads = tuple(numpy.zeros_like(w) for w in weights)
+        with dispatch.reference_path(not fast):
+            dx, _ = rnn.direction_backward(cell, dout, None, cache, weights[0], grads)
+        results.append((dx,) + grads)
+    for a, b in zip(*results):
+        numpy.testing.assert_array_equal(a, b)
+
+
 @given(steps=st.integers(1, 7), batch=st.integers(1, 4), size=st.integers(1, 11), seed=st.integers(0, 1000))
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
 @pytest.mark.parametrize("kind", ["bahdanau", "luong-dot", "luong-general"])
@@ -253,15 +314,16 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
         loss = model.loss_and_grads(batch)
         return loss, {name: g.copy() for name, g in model.grads.items()}
 
-    with spying(kernels.rnn, f"{cell}_step_backward") as calls:
+    names = (f"{cell}_step_backward", "direction_backward")      # the decoder's steps, the encoder's sequences
+    with spying(kernels.rnn, *names) as calls:
         (fast_loss, fast_grads), (loss, grads) = both(run)
-    assert calls[f"{cell}_step_backward"] > 0
+    assert min(calls.values()) > 0
     assert abs(fast_loss - loss) <= 1e-12 * abs(loss)
     for name in grads:
         assert_near(fast_grads[name], grads[name], 1e-12, name)
-    with spying(kernels.rnn, f"{cell}_step_backward") as calls:
+    with spying(kernels.rnn, *names) as calls:
         assert_checked(checks.check_seq2seq(cell, attention, max_elements=8, **options))
-    assert calls[f"{cell}_step_backward"] > 0
+    assert min(calls.values()) > 0
 
 
 @given(size=st.integers(1, 4), k=st.integers(1, 5), vocab=st.integers(5, 30), seed=st.integers(0, 1000))
@@ -302,3 +364,25 @@ def test_decoding_with_kernels_gives_the_reference_translations(cell, attention)
         for hypotheses, expected in zip(fast, reference):
             assert [h.tokens for h in hypotheses] == [h.tokens for h in expected]
             numpy.testing.assert_allclose([h.score for h in hypotheses], [h.score for h in expected], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+@pytest.mark.parametrize("trans_b", [True, False])
+def test_numpys_blas_called_from_numba(dtype, trans_b):
+    """kernels/blas.py: the product the whole-sequence kernels take at each step, inside Numba, equals
+    NumPy's (the same library, so to the last bit on these shapes), beta = 0 ignoring what c held."""
+    import numba
+    from minis2s.kernels import blas
+    assert blas.available                    # NumPy's wheels bundle OpenBLAS; CI installs those
+    gemm = numba.njit(lambda t, a, b, beta, c: blas.gemm(t, a, b, beta, c))
+    rng = numpy.random.default_rng(1)
+    a = rng.standard_normal((5, 7)).astype(dtype)
+    b = rng.standard_normal((9, 7) if trans_b else (7, 9)).astype(dtype)
+    c = rng.standard_normal((5, 9)).astype(dtype)
+    product = a @ (b.T if trans_b else b)
+    added = c.copy()
+    gemm(trans_b, a, b, dtype(1), added)
+    assert_near(added, c + product, 1e-6 if dtype == numpy.float32 else 1e-14)
+    c[...] = numpy.nan
+    gemm(trans_b, a, b, dtype(0), c)
+    assert_near(c, product, 1e-6 if dtype == numpy.float32 else 1e-14)

@@ -29,12 +29,16 @@ output of step t-1 (attention, input feeding, its own guesses), so it runs step 
 through every layer: ``Recurrent.stack_step_forward`` / ``stack_step_backward`` below, the same cells
 and the same dropout between layers, with ``stack_weight_grads`` taking the weight gradients after
 the loop as one product each. Derivation: docs/derivations/bptt-and-masking.md.
+
+``direction_forward`` / ``direction_backward`` have fast twins (kernels/rnn.py: the same time loop,
+compiled, one call per direction); ``minis2s.dispatch`` picks one. What you read here is the reference.
 """
 from typing import NamedTuple
 
 import numpy
 
 from .. import backend
+from ..dispatch import twin
 from ..loss import length_mask
 from . import init
 from .layers import dropout_backward, dropout_forward
@@ -64,6 +68,7 @@ class DirectionCache(NamedTuple):
     mask: object          # (T, B, 1) boolean
 
 
+@twin("rnn.direction_forward")
 def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
     """Run ``cell`` over x (T, B, D) from ``state`` (tuple of (B, H)); returns out (T, B, H), state_n, cache."""
     xp = backend.array_module(x)
@@ -83,6 +88,7 @@ def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
     return out, state, DirectionCache(x, h_prev, step_caches, mask)
 
 
+@twin("rnn.direction_backward")
 def direction_backward(cell, dout, dstate, cache, W_ih, grads):
     """dout (T, B, H) or None, dstate tuple or None -> dx (T, B, D), dstate0 tuple.
 

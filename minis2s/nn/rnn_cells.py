@@ -160,6 +160,7 @@ def gru_step_backward(dh_next, cache):
 
 class Cell(NamedTuple):
     """A cell as the sequence layers see it: the state is a tuple ((h,) or (h, c))."""
+    name: str             # "rnn_tanh", "rnn_relu", "lstm", "gru"
     gates: int
     state_size: int       # 1: (h,), 2: (h, c)
     forward: object       # (xw, state, W_hh, b_hh) -> (new_state, cache)
@@ -175,7 +176,7 @@ def _rnn(nonlinearity):
         dxw, dgh, dh = rnn_step_backward(dstate[0], cache)
         return dxw, dgh, (dh,)
 
-    return Cell(1, 1, forward, backward)
+    return Cell(f"rnn_{nonlinearity}", 1, 1, forward, backward)
 
 
 def _lstm_forward(xw, state, W_hh, b_hh):
@@ -201,6 +202,6 @@ def _gru_backward(dstate, cache):
 CELLS = {
     "rnn_tanh": _rnn("tanh"),
     "rnn_relu": _rnn("relu"),
-    "lstm": Cell(4, 2, _lstm_forward, _lstm_backward),
-    "gru": Cell(3, 1, _gru_forward, _gru_backward),
+    "lstm": Cell("lstm", 4, 2, _lstm_forward, _lstm_backward),
+    "gru": Cell("gru", 3, 1, _gru_forward, _gru_backward),
 }
