@@ -14,7 +14,8 @@
     loss = masked cross-entropy, mean over real target tokens (each sentence ends in <eos>)
 
 Teacher forcing (``forward_teacher_forced``): every input y_t-1 is the reference token, so all inputs are
-known at once. At decoding time the decoder reads its own outputs instead: the mismatch is the exposure
+known at once. Where nothing is fed back either (no attention, no input or context feeding), the decoder is
+a plain recurrent layer over the shifted targets and ``forward_whole_sequences`` runs it like the encoder. At decoding time the decoder reads its own outputs instead: the mismatch is the exposure
 bias. Scheduled sampling (``forward_sampled``, Bengio et al. 2015) trains against it: the input is the
 reference token with probability ``teacher_forcing``, else the model's own best guess argmax(logits_t-1),
 drawn per sentence and step, with the ratio lowered over training. The guess is a discrete choice: no gradient
@@ -97,13 +98,19 @@ class EncoderCache(NamedTuple):
     bridge: object
 
 
+class WholeSequenceCache(NamedTuple):
+    """The decoder's cache when it ran over whole sequences (``forward_whole_sequences``)."""
+    rnn: object               # rnn.RecurrentCache of the decoder's stack
+    out_mask: object          # (T, B, H) the dropout mask on the outputs, or None
+
+
 class ForwardCache(NamedTuple):
     encoded: Encoded
     encoder: EncoderCache
     emb: object               # (T, B, E) target embeddings after dropout
     tokens: object            # (T, B) the decoder's input tokens (reference or guessed)
     emb_mask: object          # (T, B, E) dropout mask or None
-    steps: list               # T decoder StepCaches
+    steps: list               # T decoder StepCaches (a WholeSequenceCache from forward_whole_sequences)
     out_cache: object         # the projection's cache (it holds o_t, (T, B, H))
     weights: object           # (T, S, B) attention weights or None
 
@@ -222,9 +229,25 @@ class Seq2Seq(Module):
         """
         ratio = self.teacher_forcing if teacher_forcing is None else teacher_forcing
         encoded, enc_cache = self.encode(batch.src, batch.src_lengths, train)
-        if ratio >= 1.0 or not train:
-            return self.forward_teacher_forced(batch, encoded, enc_cache, train)
-        return self.forward_sampled(batch, encoded, enc_cache, ratio)
+        if ratio < 1.0 and train:
+            return self.forward_sampled(batch, encoded, enc_cache, ratio)
+        if self.decoder.attention is None and self.decoder.extra_size == 0:
+            return self.forward_whole_sequences(batch, encoded, enc_cache, train)
+        return self.forward_teacher_forced(batch, encoded, enc_cache, train)
+
+    def forward_whole_sequences(self, batch, encoded, enc_cache, train):
+        """Teacher forcing with nothing fed back (no attention, no input or context feeding): step t's cells
+        see only y_t-1's embedding and s_t-1, so the decoder's stack is a plain recurrent layer over the
+        shifted targets, started from the context vector. It runs like the encoder, each layer over all
+        steps at once, instead of step by step: the same equations, in fewer and larger calls."""
+        emb, _ = self.tgt_embedding.forward(batch.tgt_in)                # (T, B, E)
+        emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
+        state = encoded.state if self.decoder.rnn.cell.state_size == 2 else encoded.state[0]
+        hidden, _, rnn_cache = self.decoder.rnn.forward(emb, None, state, train)     # (T, B, H): every h_t
+        outputs, out_mask = dropout_forward(hidden, self.dropout, self.rng, train)
+        logits, out_cache = self.decoder.out.forward(outputs)            # (T, B, V)
+        return logits, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask,
+                                    WholeSequenceCache(rnn_cache, out_mask), out_cache, None)
 
     def forward_teacher_forced(self, batch, encoded, enc_cache, train):
         """Every input y_t-1 is the reference token: all inputs are known before the loop starts."""
@@ -280,6 +303,13 @@ class Seq2Seq(Module):
         decoder, rnn = self.decoder, self.decoder.rnn
         encoded = cache.encoded
         doutputs = decoder.out.backward(dlogits, cache.out_cache)      # all steps in one product
+        if isinstance(cache.steps, WholeSequenceCache):                # forward_whole_sequences: its mirror
+            dhidden = dropout_backward(doutputs, cache.steps.out_mask)
+            demb, dstate = rnn.backward(dhidden, None, cache.steps.rnn)
+            self.target_embedding_backward(demb, cache)
+            dstate = dstate if rnn.cell.state_size == 2 else (dstate,)
+            self.encode_backward(None, None, dstate, None, cache.encoder, encoded)
+            return
         dstate = tuple(xp.zeros_like(s) for s in encoded.state)
         dfeed = None
         dmemory = xp.zeros_like(encoded.memory) if decoder.attention else None
@@ -296,9 +326,13 @@ class Seq2Seq(Module):
             if dcv is not None:
                 dcontext_vector += dcv                                  # cv was fed at every step
         demb = decoder.weight_grads(cache.emb, cache.steps, [xp.stack(d) for d in dxw], [xp.stack(d) for d in dgh])
+        self.target_embedding_backward(demb, cache)
+        self.encode_backward(dmemory, dprojected, dstate, dcontext_vector, cache.encoder, encoded)
+
+    def target_embedding_backward(self, demb, cache):
+        """demb (T, B, E) of the embeddings after dropout -> the target embedding's gradient."""
         demb = dropout_backward(demb, cache.emb_mask)
         self.tgt_embedding.backward(demb, EmbeddingCache(cache.tokens, self.tgt_embedding.params["weight"].shape[0]))
-        self.encode_backward(dmemory, dprojected, dstate, dcontext_vector, cache.encoder, encoded)
 
     # ------------------------------------------------------------------ the public contract
 

@@ -115,3 +115,34 @@ def test_bad_options_are_named():
         minis2s.Seq2Seq(5, 5, attention="luong-dot", bidirectional=True, hidden_size=7)
     with pytest.raises(ValueError, match="teacher_forcing"):
         minis2s.Seq2Seq(5, 5, teacher_forcing=1.5)
+
+
+@pytest.mark.parametrize("cell,options", [("rnn", dict()), ("lstm", dict(num_layers=2)),
+                                          ("gru", dict(bidirectional=True, num_layers=2)),
+                                          ("lstm", dict(reverse_source=True, label_smoothing=0.1))])
+def test_decoder_over_whole_sequences_equals_the_decoder_step_by_step(cell, options, monkeypatch):
+    """Without attention and feeding, teacher-forced training runs the decoder's stack layer by layer over
+    all steps (forward_whole_sequences); the step-by-step loop gives the same loss and gradients."""
+    from minis2s import model as model_module
+    rng = numpy.random.default_rng(3)
+    batch = checks.random_batch(rng, (4, 2, 5), (3, 5, 1), 11, 12)
+
+    def run():
+        model = minis2s.Seq2Seq(11, 12, cell=cell, attention="none", emb_size=5, hidden_size=6, dtype="float64",
+                                seed=2, **options)
+        loss = model.loss_and_grads(batch)
+        return loss, {name: host(g).copy() for name, g in model.grads.items()}
+
+    taken = []
+    whole = model_module.Seq2Seq.forward_whole_sequences
+    monkeypatch.setattr(model_module.Seq2Seq, "forward_whole_sequences",
+                        lambda self, *args: taken.append(1) or whole(self, *args))
+    loss, grads = run()
+    assert taken                                                      # the whole-sequence path ran
+    monkeypatch.setattr(model_module.Seq2Seq, "forward_whole_sequences",
+                        lambda self, batch, encoded, enc_cache, train:
+                        self.forward_teacher_forced(batch, encoded, enc_cache, train))
+    step_loss, step_grads = run()
+    assert abs(float(loss) - float(step_loss)) <= 1e-12 * abs(float(step_loss))
+    for name, g in step_grads.items():
+        numpy.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
