@@ -129,6 +129,11 @@ def to_float(a):
     return float(to_numpy(a))
 
 
+def to_bool(a):
+    """A one-element boolean array as a Python bool: like ``to_float``, an explicit copy to the host."""
+    return bool(to_numpy(a))
+
+
 def rng(seed=0, module=None):
     """A seeded random generator that draws arrays on ``module`` (default: the active backend).
 

@@ -50,6 +50,7 @@ def length_penalty(length, kind="gnmt", alpha=0.6):
 
 
 def _forbid(logp, step, min_length):
+    """logp (rows, V), in place: <pad> and <bos> are never produced, <eos> not before min_length."""
     logp[:, PAD] = -numpy.inf
     logp[:, BOS] = -numpy.inf
     if step < min_length:
@@ -57,8 +58,9 @@ def _forbid(logp, step, min_length):
     return logp
 
 
-def _limits(src_lengths, max_length):
-    lengths = backend.to_numpy(src_lengths)
+def _limits(src_seqs, max_length):
+    """Each sentence's length limit (B,) on the host: max_length, or 2 * its source length + 10."""
+    lengths = numpy.array([len(seq) for seq in src_seqs])
     return numpy.full(len(lengths), max_length) if max_length else 2 * lengths + 10
 
 
@@ -66,40 +68,45 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
     """src_seqs: lists of source ids -> one Hypothesis per sentence.
 
     The decoder runs one step at a time on its own output: y_t = argmax_v log p(v | y_<t, x), fed back
-    as the next input (autoregressive), until <eos> or the length limit.
+    as the next input (autoregressive), until <eos> or the length limit. Everything stays where the
+    model runs (on the GPU with CuPy): a step copies one flag to the host ("all done?"), and the chosen
+    words come over once, at the end.
     """
     xp = backend.xp()
     batch = collate(src_seqs)
     size = len(src_seqs)
     encoded, state, feed = model.start(batch.src, batch.src_lengths)
-    limits = _limits(batch.src_lengths, max_length)
+    limits = _limits(src_seqs, max_length)
+    limit = backend.asarray(limits)
     tokens = xp.full((size,), BOS, dtype=xp.int64)            # every sentence starts from <bos>
     words_per_step, attention_per_step = [], []
-    logprob = numpy.zeros(size)
-    steps = numpy.zeros(size, dtype=numpy.int64)              # words chosen so far, <eos> included
-    done = numpy.zeros(size, dtype=bool)
+    logprob = xp.zeros(size)
+    steps = xp.zeros(size, dtype=xp.int64)                    # words chosen so far, <eos> included
+    done = xp.zeros(size, dtype=bool)
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)
-        logp = _forbid(backend.to_numpy(logp).astype(numpy.float64), step, min_length)
+        logp = _forbid(logp.astype(xp.float64), step, min_length)
         words = logp.argmax(axis=1)                           # the most likely next word, (B,)
-        logprob[~done] += logp[numpy.arange(size), words][~done]
-        steps[~done] += 1
+        chosen = xp.take_along_axis(logp, words[:, None], axis=1)[:, 0]
+        logprob += xp.where(done, 0.0, chosen)                # a finished sentence adds nothing
+        steps += ~done
         words_per_step.append(words)
-        attention_per_step.append(None if weights is None else backend.to_numpy(weights).T)   # (B, S)
-        done |= (words == EOS) | (step + 1 >= limits)
-        if done.all():
+        attention_per_step.append(None if weights is None else weights.T)   # (B, S)
+        done = done | (words == EOS) | (step + 1 >= limit)
+        if backend.to_bool(done.all()):
             break
-        tokens = backend.asarray(words)                       # the output becomes the next input
+        tokens = words                                        # the output becomes the next input
 
+    words_per_step = backend.to_numpy(xp.stack(words_per_step))          # (T, B), once, at the end
+    attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
+    logprob, steps = backend.to_numpy(logprob), backend.to_numpy(steps)
     hypotheses = []
     for b in range(size):
-        words = [int(words_per_step[t][b]) for t in range(steps[b])]
-        attention = None
-        if attention_per_step[0] is not None:
-            attention = numpy.stack([attention_per_step[t][b] for t in range(steps[b])])
+        words = [int(w) for w in words_per_step[:steps[b], b]]
+        weights = None if attention is None else attention[:steps[b], b]
         if words[-1] == EOS:
             words = words[:-1]
-        hypotheses.append(Hypothesis(words, float(logprob[b]), float(logprob[b]), attention))
+        hypotheses.append(Hypothesis(words, float(logprob[b]), float(logprob[b]), weights))
     return hypotheses
 
 
@@ -110,18 +117,26 @@ def top_k(scores, logp, done):
     scores (B, k) the beams' scores (-inf: no live beam there), logp (B*k, V), done (B,) ->
     best (B, k) indices j*V + v into each sentence's k*V candidates, best_scores (B, k), best first.
     """
+    xp = backend.array_module(logp)
     size, k = scores.shape
-    candidates = (scores.reshape(-1, 1) + logp.astype(numpy.float64)).reshape(size, -1)   # score + log p
-    candidates[done] = -numpy.inf                                       # a finished sentence extends nothing
-    best = numpy.argpartition(-candidates, k - 1, axis=1)[:, :k]        # the k best, unordered: O(kV)
-    best_scores = numpy.take_along_axis(candidates, best, axis=1)
-    order = numpy.argsort(-best_scores, axis=1, kind="stable")          # then only those k sorted
-    return numpy.take_along_axis(best, order, axis=1), numpy.take_along_axis(best_scores, order, axis=1)
+    candidates = (scores.reshape(-1, 1) + logp.astype(xp.float64)).reshape(size, -1)   # score + log p
+    candidates = xp.where(done[:, None], -numpy.inf, candidates)       # a finished sentence extends nothing
+    best = xp.argpartition(-candidates, k - 1, axis=1)[:, :k]           # the k best, unordered: O(kV)
+    best_scores = xp.take_along_axis(candidates, best, axis=1)
+    order = xp.argsort(-best_scores, axis=1, kind="stable")             # then only those k sorted
+    return xp.take_along_axis(best, order, axis=1), xp.take_along_axis(best_scores, order, axis=1)
 
 
 def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
                 alpha=0.6, block_ngram_repeat=0, replace_unk=False):
-    """src_seqs: lists of source ids -> per sentence a list of ``nbest`` Hypothesis, best first."""
+    """src_seqs: lists of source ids -> per sentence a list of ``nbest`` Hypothesis, best first.
+
+    The bookkeeping is array code over all sentences and beams at once, where the model runs: a step
+    copies one flag to the host ("all done?"), never the (B*k, V) log-probabilities. Each step records,
+    per beam, the word, the parent beam (back-pointer) and, where the extension finished, its score;
+    after the loop these come to the host once and each finished translation is read back along its
+    back-pointers. (Only ``block_ngram_repeat`` reads the histories during the search, on the host.)
+    """
     if beam_size < 1 or nbest < 1 or nbest > beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
     xp = backend.xp()
@@ -132,52 +147,55 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     rows = xp.repeat(xp.arange(size), k)
     encoded = model.repeat_encoded(encoded, rows)
     state, feed = model.select_state(state, feed, rows)
-    limits = _limits(batch.src_lengths, max_length)
-    src_host = backend.to_numpy(batch.src)
-    src_lengths = backend.to_numpy(batch.src_lengths)
+    limits = _limits(src_seqs, max_length)
+    limit = backend.asarray(limits)
 
-    scores = numpy.full((size, k), -numpy.inf)
+    scores = xp.full((size, k), -numpy.inf)
     scores[:, 0] = 0.0                                   # one live beam to start with
     tokens = xp.full((size * k,), BOS, dtype=xp.int64)
-    history_tokens, history_back, history_attention = [], [], []
-    finished = [[] for _ in range(size)]
-    done = numpy.zeros(size, dtype=bool)
+    words_per_step, back_per_step, finished_per_step, attention_per_step = [], [], [], []
+    finished = xp.zeros(size, dtype=xp.int64)           # finished translations per sentence
+    done = xp.zeros(size, dtype=bool)
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)
-        logp = _forbid(backend.to_numpy(logp), step, min_length)
-        vocab = logp.shape[1]
+        logp = _forbid(logp, step, min_length)
         if block_ngram_repeat:
-            _block_repeats(logp, history_tokens, history_back, block_ngram_repeat, k)
+            logp = _block_repeats(logp, words_per_step, back_per_step, block_ngram_repeat, k)
         best, best_scores = top_k(scores, logp, done)
-        back, words = best // vocab, best % vocab
-        history_tokens.append(words)
-        history_back.append(back)
-        history_attention.append(None if weights is None else backend.to_numpy(weights).T.reshape(size, k, -1))
-        scores = best_scores.copy()
-        for b in range(size):
-            if done[b]:
-                continue
-            for j in range(k):
-                if not numpy.isfinite(best_scores[b, j]):
-                    continue
-                ended = words[b, j] == EOS
-                if ended or step + 1 >= limits[b]:
-                    finished[b].append(_backtrack(history_tokens, history_back, history_attention, b, j,
-                                                  best_scores[b, j], ended, normalize, alpha))
-                    scores[b, j] = -numpy.inf                                       # the slot is free again
-            if len(finished[b]) >= k or step + 1 >= limits[b]:
-                done[b] = True
-        if done.all():
+        vocab = logp.shape[1]
+        back, words = best // vocab, best % vocab                        # parent beam, new word: (B, k)
+        at_limit = step + 1 >= limit                                     # (B,)
+        live = xp.isfinite(best_scores) & ~done[:, None]
+        ends = live & ((words == EOS) | at_limit[:, None])              # these leave for the finished list
+        words_per_step.append(words)
+        back_per_step.append(back)
+        finished_per_step.append(xp.where(ends, best_scores, -numpy.inf))
+        attention_per_step.append(None if weights is None else weights.T.reshape(size, k, -1))   # (B, k, S)
+        scores = xp.where(ends, -numpy.inf, best_scores)                # the slot is free again
+        finished += ends.sum(axis=1)
+        done = done | (finished >= k) | at_limit
+        if backend.to_bool(done.all()):
             break
-        flat = (numpy.arange(size)[:, None] * k + back).reshape(-1)
-        state, feed = model.select_state(state, feed, backend.asarray(flat))     # each beam's parent
-        tokens = backend.asarray(words.reshape(-1))
+        flat = (xp.arange(size)[:, None] * k + back).reshape(-1)
+        state, feed = model.select_state(state, feed, flat)              # each beam's parent
+        tokens = words.reshape(-1)
 
+    # to the host, once: (T, B, k) words, back-pointers, finished scores; (T, B, k, S) attention
+    words_per_step, back_per_step, finished_per_step = (backend.to_numpy(xp.stack(history)) for history in
+                                                        (words_per_step, back_per_step, finished_per_step))
+    attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
+    src_host = backend.to_numpy(batch.src)
     results = []
     for b in range(size):
-        ranked = sorted(finished[b], key=lambda h: -h.score)[:nbest]
+        ended = [(t, j) for t in range(len(finished_per_step)) for j in range(k)    # in the order they ended
+                 if numpy.isfinite(finished_per_step[t, b, j])]
+        hypotheses = [_backtrack(words_per_step[:t + 1], back_per_step[:t + 1],
+                                 None if attention is None else attention[:t + 1], b, j,
+                                 finished_per_step[t, b, j], words_per_step[t, b, j] == EOS, normalize, alpha)
+                      for t, j in ended]
+        ranked = sorted(hypotheses, key=lambda h: -h.score)[:nbest]
         if replace_unk:
-            ranked = [_replace_unk(h, src_host[:src_lengths[b], b]) for h in ranked]
+            ranked = [_replace_unk(h, src_host[:len(src_seqs[b]), b]) for h in ranked]
         results.append(ranked)
     return results
 
@@ -193,22 +211,26 @@ def _path(history_back, b, j):
 
 
 def _backtrack(history_tokens, history_back, history_attention, b, j, logprob, ended, normalize, alpha):
-    """The finished Hypothesis now in beam j of sentence b."""
+    """The finished Hypothesis in beam j of sentence b at the last step of these histories."""
     beams = _path(history_back, b, j)
     words = [int(history_tokens[t][b, beam]) for t, beam in enumerate(beams)]
     length = len(words)
     if ended:
         words = words[:-1]
     attention = None
-    if history_attention[0] is not None:      # step t ran on the parent beam of the word chosen at t
+    if history_attention is not None:         # step t ran on the parent beam of the word chosen at t
         attention = numpy.stack([history_attention[t][b, history_back[t][b, beam]] for t, beam in enumerate(beams)])
     return Hypothesis(words, float(logprob) / length_penalty(length, normalize, alpha), float(logprob), attention)
 
 
-def _block_repeats(logp, history_tokens, history_back, n, k):
-    """Forbid any word that would complete an n-gram already in the beam's own translation."""
-    if len(history_tokens) < n - 1:
-        return
+def _block_repeats(logp, words_per_step, back_per_step, n, k):
+    """Forbid any word that would complete an n-gram already in the beam's own translation. It walks
+    every beam's history, so it works on the host: logp comes over and goes back each step."""
+    if len(words_per_step) < n - 1:
+        return logp
+    history_tokens = [backend.to_numpy(w) for w in words_per_step]
+    history_back = [backend.to_numpy(p) for p in back_per_step]
+    logp = backend.to_numpy(logp).copy()
     size = logp.shape[0] // k
     for b in range(size):
         for j in range(k):
@@ -222,6 +244,7 @@ def _block_repeats(logp, history_tokens, history_back, n, k):
             for i in range(len(words) - n + 1):
                 if tuple(words[i:i + n - 1]) == prefix:
                     logp[row, words[i + n - 1]] = -numpy.inf
+    return backend.asarray(logp)
 
 
 def _replace_unk(hypothesis, source_ids):

@@ -35,11 +35,12 @@ class Counter:
         self.reset()
 
     def reset(self):
-        self.count, self.bytes = 0, 0
+        self.count, self.bytes, self.largest = 0, 0, 0           # largest: the most elements in one copy
 
     def add(self, array):
         self.count += 1
         self.bytes += int(array.nbytes)
+        self.largest = max(self.largest, int(array.size))
 
 
 transfers = Counter()          # device -> host

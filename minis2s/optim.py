@@ -117,14 +117,19 @@ OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 
 
 def clip_grad_norm(grads, max_norm):
-    """Scale all gradients together so that their global L2 norm is at most max_norm; returns the norm before."""
+    """Scale all gradients together so that their global L2 norm is at most max_norm; returns the norm before
+    (a 0-d float64 array where the gradients are: on a GPU, nothing is copied to the host).
+
+        norm  = sqrt(sum_p sum_i g_p,i^2)
+        scale = min(1, max_norm / (norm + 1e-12))          (1: the gradients are left as they are)
+        g_p  <- scale * g_p
+    """
     xp = backend.xp()
-    total = math.sqrt(backend.to_float(sum(xp.vdot(g.reshape(-1), g.reshape(-1)).astype(xp.float64)
-                                           for g in grads.values())))          # one copy to the host
-    if max_norm and total > max_norm:
-        scale = max_norm / (total + 1e-12)
+    total = xp.sqrt(sum(xp.vdot(g.reshape(-1), g.reshape(-1)).astype(xp.float64) for g in grads.values()))
+    if max_norm:
+        scale = xp.minimum(1.0, max_norm / (total + 1e-12))
         for g in grads.values():
-            g *= scale
+            g *= scale.astype(g.dtype)
     return total
 
 

@@ -117,6 +117,9 @@ def evaluate_loss(model, pairs, batch_size=128):
     return total / max(tokens, 1)
 
 
+SHOW_EVERY = 20        # steps between the progress bar's loss updates (each one copy from the GPU)
+
+
 class Trainer:
     """Trains ``model`` on (source ids, target ids) pairs; writes ``last.npz`` and ``model.npz`` to ``out_dir``."""
 
@@ -140,7 +143,7 @@ class Trainer:
                                  config.plateau_patience)
         self.base_ratio = model.teacher_forcing
         self.epoch, self.batch_index, self.step = 0, 0, 0
-        self.history, self.step_losses = [], []
+        self.history, self.step_losses, self.pending_losses = [], [], []
         self.best_loss, self.bad_epochs = math.inf, 0
         self.elapsed = 0.0
 
@@ -152,6 +155,7 @@ class Trainer:
     def save(self, name="last.npz"):
         if not self.out_dir:
             return
+        self.read_losses()                                        # a non-finite loss stops before the write
         position = dict(epoch=self.epoch, batch_index=self.batch_index, step=self.step, best_loss=self.best_loss,
                         bad_epochs=self.bad_epochs, elapsed=self.elapsed, schedule=self.schedule.state_dict())
         meta = dict(self.meta, model=self.model.config, train=dataclasses.asdict(self.config), position=position,
@@ -185,18 +189,31 @@ class Trainer:
         config, model = self.config, self.model
         model.reseed(config.seed * 1_000_003 + self.step)
         ratio = teacher_forcing_ratio(config, self.base_ratio, self.step)
-        loss = backend.to_float(model.loss_and_grads(batch, teacher_forcing=ratio))   # on a GPU: a copy to the host
-        if not math.isfinite(loss):
-            kept = f"; the last good checkpoint is {self.path('last.npz')}" if self.out_dir else ""
-            raise TrainingError(f"loss became {loss} at epoch {self.epoch + 1}, step {self.step + 1} "
-                                f"(try a lower --lr or --clip){kept}")
+        loss = model.loss_and_grads(batch, teacher_forcing=ratio)   # a 0-d array where the model runs
         if config.clip:
             clip_grad_norm(model.grads, config.clip)
         self.schedule.on_step(self.step + 1)
         self.optimizer.step()
         self.step += 1
-        self.step_losses.append(loss)
+        self.pending_losses.append((self.step, loss))
         return loss
+
+    def read_losses(self):
+        """The losses of the steps since the last read, as numbers in ``step_losses``: one copy to the host
+        for all of them (a step itself copies nothing, so on a GPU it never waits for the device). Called
+        whenever something is shown or saved; a loss that is not finite stops training there, before a
+        checkpoint could keep what followed it."""
+        if not self.pending_losses:
+            return
+        steps, losses = zip(*self.pending_losses)
+        self.pending_losses = []
+        values = backend.to_numpy(backend.array_module(losses[0]).stack(losses)).tolist()
+        for step, value in zip(steps, values):
+            if not math.isfinite(value):
+                kept = f"; the last good checkpoint is {self.path('last.npz')}" if self.out_dir else ""
+                raise TrainingError(f"loss became {value} at epoch {self.epoch + 1}, step {step} "
+                                    f"(try a lower --lr or --clip){kept}")
+            self.step_losses.append(value)
 
     def run(self):
         """Train until the epochs, the time limit or early stopping end it. Returns the history (a list of
@@ -221,15 +238,17 @@ class Trainer:
             while self.batch_index < len(batches):
                 batch = batch_of(self.train_pairs, batches[self.batch_index])
                 started = time.perf_counter()
-                loss = self.train_step(batch)
+                self.train_step(batch)
                 took = time.perf_counter() - started
                 self.elapsed += took
                 seconds += took
                 self.batch_index += 1
                 tokens += batch.num_tokens
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens / max(seconds, 1e-9):,.0f}",
-                                    lr=f"{self.optimizer.lr:.2g}")
+                    if self.step % SHOW_EVERY == 0:                # the bar's loss: one host copy per SHOW_EVERY
+                        self.read_losses()
+                        bar.set_postfix(loss=f"{numpy.mean(self.step_losses[-SHOW_EVERY:]):.3f}",
+                                        tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", lr=f"{self.optimizer.lr:.2g}")
                     bar.update(1)
                 if config.time_limit and self.elapsed >= config.time_limit:
                     break
@@ -251,6 +270,7 @@ class Trainer:
             if config.early_stopping and not improved and self.bad_epochs >= config.early_stopping:
                 self.log(f"early stopping: no improvement for {self.bad_epochs} epochs")
                 break
+        self.read_losses()
         if self.out_dir and os.path.exists(self.path("model.npz")):
             params, _, _ = checkpoint.load(self.path("model.npz"))
             self.model.load_state_dict(params, where=self.path("model.npz"))
@@ -270,6 +290,7 @@ class Trainer:
     def _record(self, tokens, seconds, position):
         """Validation loss, perplexity (and the ``evaluate`` callback's scores) at ``position`` (in epochs);
         keeps ``model.npz`` when the validation loss improved; writes ``last.npz``."""
+        self.read_losses()
         record = dict(epoch=round(position, 3), step=self.step,
                       train_loss=float(numpy.mean(self.step_losses[-50:])) if self.step_losses else None,
                       tokens_per_s=tokens / max(seconds, 1e-9), elapsed=self.elapsed, lr=self.optimizer.lr)

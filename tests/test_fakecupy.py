@@ -50,20 +50,31 @@ def test_the_kernels_never_receive_device_arrays():
         backend.use("numpy")
 
 
-def test_device_to_host_copies_in_a_training_step():
-    """Today a step copies two numbers to the host (the loss, for the NaN check and the log, and the global
-    gradient norm, for clipping); the GPU issue's goal is none. This holds the line while that work goes on."""
+def test_a_training_step_copies_nothing_to_the_host(tmp_path):
+    """Forward, backward, clipping (the global norm stays on the device) and Adam: no device -> host copy.
+    The Trainer keeps each step's loss on the device too, and reads them all in one copy when it shows or
+    saves them."""
     from minis2s.optim import Adam, clip_grad_norm
+    from minis2s.train import Trainer, TrainConfig
     backend.use("fakecupy")
     try:
         model = Seq2Seq(9, 9, cell="gru", attention="bahdanau", hidden_size=8, emb_size=4)
         optimizer = Adam(model.params, model.grads)
         batch = collate([[4, 5, 6, 7], [5, 6]], [[6, 5, 4], [4, 8]])
         fakecupy.transfers.reset()
-        backend.to_float(model.loss_and_grads(batch))
+        model.loss_and_grads(batch)
         clip_grad_norm(model.grads, 1.0)
         optimizer.step()
-        assert fakecupy.transfers.count == 2 and fakecupy.transfers.bytes == 16
+        assert fakecupy.transfers.count == 0
+        pairs = [([4, 5, 6], [6, 5]), ([5, 6], [4, 8, 7]), ([7, 4], [5])] * 3
+        trainer = Trainer(model, pairs, [], TrainConfig(batch_size=3, clip=1.0, seed=0), progress=False,
+                          log=lambda line: None)
+        fakecupy.transfers.reset()
+        for k in range(3):
+            trainer.train_step(collate(*zip(*pairs[3 * k:3 * k + 3])))
+        assert fakecupy.transfers.count == 0
+        trainer.read_losses()
+        assert fakecupy.transfers.count == 1 and len(trainer.step_losses) == 3
     finally:
         backend.use("numpy")
 
@@ -85,3 +96,30 @@ def test_train_and_translate_on_the_stand_in(tmp_path):
     translated = run("translate", "--model", out, "--beam", "3", stdin="a b c\n\nd e\n")
     assert translated.returncode == 0, translated.stderr
     assert translated.stdout.count("\n") == 3
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+@pytest.mark.parametrize("attention", ["none", "bahdanau"])
+def test_decoding_copies_one_flag_a_step_and_never_the_log_probabilities(search, attention):
+    """Greedy and beam search on the stand-in: a step copies one flag to the host ("all done?"); the
+    histories come over once at the end (a handful of copies); no copy is as large as the (B*k, V)
+    log-probabilities. The translations are those found on NumPy."""
+    from minis2s.decode import beam_search, greedy
+    src = [[4, 5, 6, 7], [5, 6], [7, 8, 9, 4, 5]]
+    vocab, k, max_length = 40, 3, 6
+
+    def decode():
+        model = Seq2Seq(12, vocab, cell="gru", attention=attention, hidden_size=8, emb_size=4, seed=1)
+        if search == "greedy":
+            return [h.tokens for h in greedy(model, src, max_length=max_length)]
+        return [[h.tokens for h in hs] for hs in beam_search(model, src, beam_size=k, nbest=2,
+                                                            max_length=max_length)]
+    on_numpy = decode()
+    backend.use("fakecupy")
+    try:
+        fakecupy.transfers.reset()
+        assert decode() == on_numpy
+        assert fakecupy.transfers.count <= max_length + 6
+        assert fakecupy.transfers.largest < len(src) * k * vocab
+    finally:
+        backend.use("numpy")
