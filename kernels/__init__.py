@@ -16,6 +16,7 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
     embedding.py  scatter_add_rows: the embedding gradient
     decode.py     top_k: beam search's selection, one pass, no (B, k*V) temporary
     optim.py      adam_update: one pass over p, g, m, v
+    rng.py        uniform: the counter-based generator, hash and float in one pass
 
 Numba's scalar tanh/exp are not vectorised (llvmlite has had no SVML since LLVM 20, Numba 0.62, so
 installing Intel's runtime changes nothing: ``numba -s`` says "SVML Operational: False"). The step
@@ -45,4 +46,4 @@ def enabled():
     return dispatch.kernels_enabled()
 
 
-from . import attention, decode, embedding, loss, optim, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)
+from . import attention, decode, embedding, loss, optim, rng, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)

@@ -137,8 +137,9 @@ def to_bool(a):
 def rng(seed=0, module=None):
     """A seeded random generator that draws arrays on ``module`` (default: the active backend).
 
-    NumPy's PCG64 ``Generator``; on CuPy, ``cupy.random.default_rng`` (XORWOW).
-    Both offer ``random(shape, dtype)``, which is all the layers ask of them.
+    ``minis2s.rng.CounterRNG``: the same numbers for one seed on NumPy, the stand-in and CuPy (NumPy's and
+    CuPy's own generators differ), so dropout masks and scheduled-sampling coins do not depend on the
+    device. It offers ``random(shape, dtype)``, which is all the layers ask of it.
     """
-    module = module or xp()
-    return module.random.default_rng(seed)
+    from .rng import CounterRNG
+    return CounterRNG(seed, module)

@@ -337,13 +337,15 @@ class Seq2Seq(Module):
     # ------------------------------------------------------------------ the public contract
 
     def loss(self, batch):
-        """Mean cross-entropy per target token: no gradients, no dropout, reference inputs."""
+        """Mean cross-entropy per target token, a Python float: no gradients, no dropout, reference inputs."""
         logits, _ = self.forward(batch, train=False)
         value, _ = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=self.label_smoothing)
-        return value
+        return backend.to_float(value)
 
     def loss_and_grads(self, batch, teacher_forcing=None):
-        """The same loss, in training mode (dropout, teacher forcing ratio); fills ``grads`` (zeroed first)."""
+        """The same loss, in training mode (dropout, teacher forcing ratio); fills ``grads`` (zeroed first).
+        The loss stays where the model runs: a float on NumPy, a 0-d array on a GPU, so that a training step
+        never waits for the device (``backend.to_float(loss)`` reads it)."""
         self.zero_grad()
         logits, cache = self.forward(batch, train=True, teacher_forcing=teacher_forcing)
         value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths,

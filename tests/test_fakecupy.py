@@ -123,3 +123,34 @@ def test_decoding_copies_one_flag_a_step_and_never_the_log_probabilities(search,
         assert fakecupy.transfers.largest < len(src) * k * vocab
     finally:
         backend.use("numpy")
+
+
+def test_a_checkpoint_written_on_the_device_loads_on_numpy_and_back(tmp_path):
+    """The same file on both backends: parameters and Adam's moments, the same loss after loading."""
+    from minis2s import checkpoint
+    from minis2s.optim import Adam
+    batch_lists = ([[4, 5, 6, 7], [5, 6]], [[6, 5, 4], [4, 8]])
+    path = str(tmp_path / "m.npz")
+    backend.use("fakecupy")
+    try:
+        model = Seq2Seq(9, 9, cell="lstm", attention="luong-general", hidden_size=8, emb_size=4, seed=4)
+        optimizer = Adam(model.params, model.grads)
+        model.loss_and_grads(collate(*batch_lists))
+        optimizer.step()
+        checkpoint.save(path, model.state_dict(), {"note": "device"}, optimizer.state_dict())
+        on_device = model.loss(collate(*batch_lists))
+    finally:
+        backend.use("numpy")
+    params, meta, optimizer_state = checkpoint.load(path)
+    host_model = Seq2Seq(9, 9, cell="lstm", attention="luong-general", hidden_size=8, emb_size=4, seed=0)
+    host_model.load_state_dict(params, where=path)
+    Adam(host_model.params, host_model.grads).load_state_dict(optimizer_state)
+    assert meta["note"] == "device"
+    assert host_model.loss(collate(*batch_lists)) == pytest.approx(on_device, rel=1e-6)
+    backend.use("fakecupy")
+    try:
+        again = Seq2Seq(9, 9, cell="lstm", attention="luong-general", hidden_size=8, emb_size=4, seed=0)
+        again.load_state_dict(params, where=path)
+        assert again.loss(collate(*batch_lists)) == pytest.approx(on_device, rel=1e-6)
+    finally:
+        backend.use("numpy")
