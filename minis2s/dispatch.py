@@ -15,8 +15,9 @@ A call then goes through ``dispatch`` below, which runs the twin when
       ``with reference_path():`` turn them off,
     * the kernels can be loaded (they need Numba; without it minis2s says so once and runs the
       reference path everywhere),
-    * and every array argument is a NumPy array. A GPU array (CuPy, or the strict stand-in) keeps
-      the reference path: the CPU kernels never see it.
+    * and every array argument is a NumPy array. A CuPy array goes to the CUDA twin in
+      ``kernels/cuda/`` where there is one (the same name), else to the reference; the strict
+      stand-in's arrays always keep the reference path: no kernel ever sees them.
 
 Otherwise it runs the reference. ``f.reference`` is the reference itself, whatever the switch says;
 ``f.twin_name`` names its twin. The gradient checks (``minis2s gradcheck``, the test suite) run with
@@ -94,13 +95,38 @@ def _on_host(args):
     return seen
 
 
+_cuda_modules = {}         # "rnn" -> minis2s.kernels.cuda.rnn, or None where it has no CUDA twins
+
+
+def _on_cupy(args):
+    """True when the array arguments are CuPy's (a real GPU: the stand-in's arrays are not)."""
+    arrays = [a for a in args if hasattr(a, "__cuda_array_interface__")]
+    return bool(arrays) and all(type(a).__module__.startswith("cupy") for a in arrays)
+
+
+def _find_cuda_twin(name):
+    """kernels/cuda/<module>.py's <function>, or None when there is none (or numba.cuda cannot load)."""
+    module_name, function_name = name.split(".")
+    if module_name not in _cuda_modules:
+        try:
+            _cuda_modules[module_name] = importlib.import_module(f"minis2s.kernels.cuda.{module_name}")
+        except ImportError:
+            _cuda_modules[module_name] = None
+    return getattr(_cuda_modules[module_name], function_name, None)
+
+
 def twin(name):
-    """Mark a reference function as having the fast twin ``kernels/<module>.py: <function>``."""
+    """Mark a reference function as having the fast twin ``kernels/<module>.py: <function>`` (NumPy arrays)
+    and, where ``kernels/cuda/<module>.py`` has one of that name, a CUDA twin (CuPy arrays)."""
     def mark(reference):
         @functools.wraps(reference)
         def dispatch(*args, **kwargs):
             if _enabled and _on_host(args) and _load() is not None:
                 return _find_twin(name)(*args, **kwargs)
+            if _enabled and _on_cupy(args):
+                fast = _find_cuda_twin(name)
+                if fast is not None:
+                    return fast(*args, **kwargs)
             return reference(*args, **kwargs)
 
         dispatch.reference = reference

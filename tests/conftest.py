@@ -13,6 +13,7 @@ settings.register_profile(
 settings.load_profile("minis2s")
 
 AVAILABLE = backend.available()
+REQUIRE_GPU = os.environ.get("MINIS2S_REQUIRE_GPU", "0") not in ("", "0")   # a GPU skip becomes a failure
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +28,8 @@ def reference_path():
 def xp(request):
     """The array module of the backend under test, made active for the test's duration."""
     if request.param not in AVAILABLE:
+        if REQUIRE_GPU:
+            pytest.fail(f"MINIS2S_REQUIRE_GPU=1 but backend {request.param} is not available (needs CuPy and a GPU)")
         pytest.skip(f"backend {request.param} is not available here (needs CuPy and a GPU)")
     module = backend.use(request.param)
     yield module

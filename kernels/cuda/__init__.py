@@ -1,0 +1,33 @@
+"""CUDA twins of the reference maths, written with ``numba.cuda``, for CuPy arrays.
+
+Each public function has the name, arguments and results of a reference function (as the CPU twins in
+``kernels/`` do); ``minis2s.dispatch`` runs it when the kernels are on and the arrays are CuPy's. The
+matrix products stay with cuBLAS (CuPy's ``@``); what is fused is the elementwise maths and the
+reductions around them, each in one launch:
+
+    rnn.py     lstm_step_forward/backward, gru_step_forward/backward: gates, nonlinearities and the state
+               update of one step in one launch each way
+    loss.py    softmax_cross_entropy: log-softmax, masked (smoothed) cross-entropy and its gradient, one
+               block per row
+    optim.py   adam_update: one pass over p, g, m, v
+
+The kernels take any array Numba's CUDA target accepts (CuPy's, through ``__cuda_array_interface__``)
+and launch on CuPy's current stream. Every one also runs in Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``), on NumPy arrays: that is how CI, with no GPU, holds them to the reference
+(``python -m pytest -q -m cuda``).
+"""
+from numba import config, cuda
+
+
+def stream_of(array):
+    """CuPy's current stream for a CuPy array (kernels queue behind CuPy's own work); 0 otherwise."""
+    module = type(array).__module__
+    if module.startswith("cupy") and not config.ENABLE_CUDASIM:
+        import cupy
+        return cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+    return 0
+
+
+def grid(*sizes, block=(16, 16)):
+    """Blocks covering ``sizes`` with ``block`` threads each (2-D) or ``block[0]`` (1-D)."""
+    return tuple((size + b - 1) // b for size, b in zip(sizes, block))

@@ -1,0 +1,135 @@
+"""The CUDA kernels (kernels/cuda/) against the reference, float64 to 1e-12 and float32 to 1e-5.
+
+Marked ``cuda``: they run on a GPU (with CuPy arrays) or, with NUMBA_ENABLE_CUDASIM=1, on Numba's CUDA
+simulator (NumPy arrays, tiny shapes: the simulator runs every CUDA thread as a Python thread), which
+is how CI runs them; otherwise they skip (fail with MINIS2S_REQUIRE_GPU=1).
+"""
+import os
+
+import numpy
+import pytest
+
+from minis2s import backend, dispatch
+from conftest import REQUIRE_GPU
+
+pytestmark = pytest.mark.cuda
+TOLERANCES = [(numpy.float64, 1e-12), (numpy.float32, 1e-5)]
+
+
+def _simulator():
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+@pytest.fixture
+def device():
+    """The array module the kernels get: CuPy on a GPU, NumPy on the simulator."""
+    if _simulator():
+        return numpy
+    try:
+        from numba import cuda
+        import cupy
+        if cuda.is_available():
+            return cupy
+    except ImportError:
+        pass
+    if REQUIRE_GPU:
+        pytest.fail("MINIS2S_REQUIRE_GPU=1 but there is no GPU (or no CuPy) for the CUDA kernels")
+    pytest.skip("no GPU: NUMBA_ENABLE_CUDASIM=1 python -m pytest -q -m cuda runs these on the simulator")
+
+
+def near(fast, reference, tolerance, what):
+    fast = numpy.asarray(backend.to_numpy(fast), dtype=numpy.float64)
+    reference = numpy.asarray(reference, dtype=numpy.float64)
+    assert fast.shape == reference.shape, what
+    scale = max(float(numpy.abs(reference).max(initial=0.0)), 1.0)
+    worst = float(numpy.abs(fast - reference).max(initial=0.0))
+    assert worst <= tolerance * scale, f"{what}: {worst:.3e} > {tolerance:.0e} * {scale:.3e}"
+
+
+def normal(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recurrent_steps(device, cell, dtype, tolerance):
+    from minis2s.kernels.cuda import rnn as fast
+    from minis2s.nn import rnn_cells
+    rng = numpy.random.default_rng(3)
+    batch, hidden = 3, 5
+    gates = 4 if cell == "lstm" else 3
+    xw, W_hh = normal(rng, (batch, gates * hidden), dtype, 2.0), normal(rng, (gates * hidden, hidden), dtype, 0.5)
+    b_hh = normal(rng, (gates * hidden,), dtype)
+    h, c, dh, dc = (normal(rng, (batch, hidden), dtype) for _ in range(4))
+    on = device.asarray
+    if cell == "lstm":
+        reference = rnn_cells.lstm_step_forward.reference(xw, h, c, W_hh, b_hh)
+        results = fast.lstm_step_forward(on(xw), on(h), on(c), on(W_hh), on(b_hh))
+        reference = reference[:2] + tuple(reference[2][:6]) + rnn_cells.lstm_step_backward.reference(dh, dc,
+                                                                                                     reference[2])
+        results = results[:2] + tuple(results[2][:6]) + fast.lstm_step_backward(on(dh), on(dc), results[2])
+    else:
+        reference = rnn_cells.gru_step_forward.reference(xw, h, W_hh, b_hh)
+        results = fast.gru_step_forward(on(xw), on(h), on(W_hh), on(b_hh))
+        reference = reference[:1] + tuple(reference[1][:5]) + rnn_cells.gru_step_backward.reference(dh, reference[1])
+        results = results[:1] + tuple(results[1][:5]) + fast.gru_step_backward(on(dh), results[1])
+    assert len(results) == len(reference)
+    for k, (a, b) in enumerate(zip(results, reference)):
+        assert a.dtype == dtype
+        near(a, b, tolerance, f"{cell} result {k}")
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy(device, dtype, tolerance, smoothing):
+    from minis2s import loss
+    from minis2s.kernels.cuda import loss as fast
+    rng = numpy.random.default_rng(4)
+    steps, batch, vocab = 2, 3, 37
+    logits = normal(rng, (steps, batch, vocab), dtype, 3.0)
+    targets = rng.integers(0, vocab, (steps, batch))
+    mask = numpy.array([[True, True, True], [True, False, True]])
+    weight = mask * rng.uniform(0.5, 1.5, (steps, batch)).astype(dtype)
+    logits[1, 1] = numpy.inf                                    # a padded row may hold anything
+    reference = loss.softmax_cross_entropy.reference(logits, targets, mask, weight, smoothing)
+    on = device.asarray
+    results = fast.softmax_cross_entropy(on(logits), on(targets), on(mask), on(weight), smoothing)
+    for what, a, b in zip(("token loss", "dlogits"), results, reference):
+        assert a.dtype == dtype
+        near(a, b, tolerance, what)
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_adam(device, dtype, tolerance):
+    from minis2s import optim
+    from minis2s.kernels.cuda import optim as fast
+    rng = numpy.random.default_rng(5)
+    p, g, m = (normal(rng, (7, 11), dtype) for _ in range(3))
+    v = numpy.abs(normal(rng, (7, 11), dtype))
+    arguments = (0.01 / (1 - 0.9 ** 3), 0.9, 0.999, 1 - 0.999 ** 3, 1e-8, 0.01)
+    on = device.asarray
+    fast_p, fast_g, fast_m, fast_v = on(p), on(g), on(m), on(v)
+    fast.adam_update(fast_p, fast_g, fast_m, fast_v, *arguments)
+    with dispatch.reference_path():
+        optim.adam_update(p, g, m, v, *arguments)
+    for what, a, b in (("p", fast_p, p), ("m", fast_m, m), ("v", fast_v, v), ("g kept", fast_g, g)):
+        near(a, b, tolerance, what)
+
+
+def test_the_dispatch_sends_cupy_arrays_to_the_cuda_twins(device):
+    """On a GPU, with the kernels on, a reference function with a CUDA twin runs the twin."""
+    if device is numpy:
+        pytest.skip("the simulator's arrays are NumPy's: the dispatch sends those to the CPU twins")
+    from minis2s.kernels.cuda import rnn as fast
+    from minis2s.nn import rnn_cells
+    calls = []
+    original = fast.gru_step_forward
+    fast.gru_step_forward = lambda *args: calls.append(1) or original(*args)
+    try:
+        with dispatch.reference_path(False):
+            x = device.zeros((2, 6), dtype=device.float32)
+            rnn_cells.gru_step_forward(x, device.zeros((2, 2), dtype=device.float32),
+                                       device.zeros((6, 2), dtype=device.float32), device.zeros(6, dtype=device.float32))
+    finally:
+        fast.gru_step_forward = original
+    assert calls == [1]
