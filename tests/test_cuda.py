@@ -133,3 +133,44 @@ def test_the_dispatch_sends_cupy_arrays_to_the_cuda_twins(device):
     finally:
         fast.gru_step_forward = original
     assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_attention_softmax_and_context(device, dtype, tolerance):
+    from minis2s.kernels.cuda import attention as fast
+    from minis2s.nn import attention
+    rng = numpy.random.default_rng(6)
+    source, batch, size = 5, 3, 4
+    scores, memory = normal(rng, (source, batch), dtype, 2.0), normal(rng, (source, batch, size), dtype)
+    mask = numpy.arange(source)[:, None] < numpy.array([5, 2, 1])[None, :]
+    dctx, dmemory = normal(rng, (batch, size), dtype), normal(rng, (source, batch, size), dtype)
+    weights, ctx = attention.softmax_context.reference(scores, mask, memory)
+    expected_dmemory = dmemory.copy()
+    dscores = attention.softmax_context_backward.reference(dctx, weights, memory, expected_dmemory)
+    on = device.asarray
+    fast_weights, fast_ctx = fast.softmax_context(on(scores), on(mask), on(memory))
+    fast_dmemory = on(dmemory)
+    fast_dscores = fast.softmax_context_backward(on(dctx), fast_weights, on(memory), fast_dmemory)
+    for what, a, b in (("weights", fast_weights, weights), ("ctx", fast_ctx, ctx), ("dscores", fast_dscores, dscores),
+                       ("dmemory", fast_dmemory, expected_dmemory)):
+        near(a, b, tolerance, what)
+    assert numpy.all(backend.to_numpy(fast_weights)[~mask] == 0)      # padded positions: exactly zero
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_embedding_gradient_by_sorted_segments(device, dtype, tolerance):
+    from minis2s.kernels.cuda import embedding as fast
+    from minis2s.nn import layers
+    rng = numpy.random.default_rng(7)
+    ids = rng.integers(0, 6, 23)                                  # repeated ids, and the padding id 0
+    rows, target = normal(rng, (23, 3), dtype), normal(rng, (6, 3), dtype)
+    expected = target.copy()
+    layers.scatter_add_rows.reference(expected, ids, rows, 0)
+    on = device.asarray
+    result = on(target)
+    fast.scatter_add_rows(result, on(ids), on(rows), 0)
+    near(result, expected, tolerance, "embedding gradient")
+    assert numpy.array_equal(backend.to_numpy(result)[0], target[0])  # the padding row learns nothing
+    again = on(target)
+    fast.scatter_add_rows(again, on(ids), on(rows), 0)
+    assert numpy.array_equal(backend.to_numpy(again), backend.to_numpy(result))    # bit for bit, run after run

@@ -10,6 +10,10 @@ reductions around them, each in one launch:
     loss.py    softmax_cross_entropy: log-softmax, masked (smoothed) cross-entropy and its gradient, one
                block per row
     optim.py   adam_update: one pass over p, g, m, v
+    attention.py  softmax_context and its backward: masked softmax over the source and the context,
+               one block per sentence
+    embedding.py  scatter_add_rows: the embedding gradient by sorted segments, no float atomics, so a
+               resumed run is bit-exact
 
 The kernels take any array Numba's CUDA target accepts (CuPy's, through ``__cuda_array_interface__``)
 and launch on CuPy's current stream. Every one also runs in Numba's CUDA simulator
