@@ -154,3 +154,9 @@ def test_a_checkpoint_written_on_the_device_loads_on_numpy_and_back(tmp_path):
         assert again.loss(collate(*batch_lists)) == pytest.approx(on_device, rel=1e-6)
     finally:
         backend.use("numpy")
+
+
+def test_bench_on_the_stand_in():
+    result = run("bench", "--config", "small", "--cell", "gru", "--attention", "none", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    assert "backend fakecupy" in result.stdout and "small  gru" in result.stdout
