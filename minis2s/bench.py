@@ -23,6 +23,7 @@ from . import backend
 CONFIGS = {
     "small": dict(emb_size=64, hidden_size=128, batch=32, length=20, vocab=1000),
     "base": dict(emb_size=256, hidden_size=512, batch=64, length=30, vocab=8000),
+    "large": dict(emb_size=512, hidden_size=1024, batch=128, length=50, vocab=16000),
 }
 
 

@@ -40,11 +40,15 @@ class TorchSeq2Seq(torch.nn.Module):
         self.out = torch.nn.Linear(hidden_size, tgt_vocab)
 
     @classmethod
-    def from_minis2s(cls, model):
+    def from_minis2s(cls, model, device="cpu"):
+        """The twin with ``model``'s weights, on ``device`` ("cpu", or "cuda": cuDNN's GRU/LSTM for the
+        encoder, the decoder's cell step by step as a user would write it)."""
+        from . import backend
         config = model.config
         twin = cls(config["src_vocab_size"], config["tgt_vocab_size"], config["cell"], config["attention"],
                    config["emb_size"], config["hidden_size"])
-        p = {k: torch.from_numpy(numpy.asarray(v, dtype=numpy.float32)) for k, v in model.state_dict().items()}
+        p = {k: torch.from_numpy(numpy.asarray(backend.to_numpy(v), dtype=numpy.float32))
+             for k, v in model.state_dict().items()}
         with torch.no_grad():
             twin.src_embedding.weight.copy_(p["src_embedding.weight"])
             twin.tgt_embedding.weight.copy_(p["tgt_embedding.weight"])
@@ -57,7 +61,11 @@ class TorchSeq2Seq(torch.nn.Module):
                 twin.v.copy_(p["decoder.attention.v"])
             twin.out.weight.copy_(p["decoder.out.weight"])
             twin.out.bias.copy_(p["decoder.out.bias"])
-        return twin
+        return twin.to(device)
+
+    @property
+    def device(self):
+        return self.out.weight.device
 
     def encode(self, src, src_lengths):
         emb = self.src_embedding(src)
@@ -65,7 +73,7 @@ class TorchSeq2Seq(torch.nn.Module):
         memory, state = self.encoder(packed)
         memory, _ = torch.nn.utils.rnn.pad_packed_sequence(memory, total_length=src.shape[0])
         state = (state[0][0], state[1][0]) if self.cell_kind == "lstm" else (state[0],)
-        mask = torch.arange(src.shape[0])[:, None] < src_lengths[None, :]
+        mask = torch.arange(src.shape[0], device=src.device)[:, None] < src_lengths[None, :]
         projected = self.W_k(memory) if self.attention == "bahdanau" else None
         return memory, projected, mask, state
 
@@ -88,15 +96,16 @@ class TorchSeq2Seq(torch.nn.Module):
             state, _ = self.decode_step(embedded[t], state, memory, projected, mask)
             outputs.append(state[0])
         logits = self.out(torch.stack(outputs))
-        real = torch.arange(tgt_in.shape[0])[:, None] < tgt_lengths[None, :]
+        real = torch.arange(tgt_in.shape[0], device=tgt_in.device)[:, None] < tgt_lengths[None, :]
         targets = tgt_out.masked_fill(~real, -100)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
-def tensors(batch):
-    """A minis2s Batch (NumPy) as int64 tensors."""
-    return [torch.from_numpy(numpy.asarray(a)) for a in (batch.src, batch.src_lengths, batch.tgt_in,
-                                                         batch.tgt_out, batch.tgt_lengths)]
+def tensors(batch, device="cpu"):
+    """A minis2s Batch (on any backend) as int64 tensors on ``device``."""
+    from . import backend
+    return [torch.from_numpy(numpy.asarray(backend.to_numpy(a))).to(device)
+            for a in (batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out, batch.tgt_lengths)]
 
 
 class Decoding:
@@ -107,8 +116,9 @@ class Decoding:
 
     @torch.no_grad()
     def start(self, src, src_lengths):
-        memory, projected, mask, state = self.twin.encode(torch.from_numpy(numpy.asarray(src)),
-                                                          torch.from_numpy(numpy.asarray(src_lengths)))
+        device = self.twin.device
+        memory, projected, mask, state = self.twin.encode(torch.from_numpy(numpy.asarray(src)).to(device),
+                                                          torch.from_numpy(numpy.asarray(src_lengths)).to(device))
         encoded = Encoded(_Rows(memory), None if projected is None else _Rows(projected), _Rows(mask), None, None)
         return encoded, tuple(_Rows(s[None]) for s in state), None
 
@@ -121,13 +131,13 @@ class Decoding:
 
     @torch.no_grad()
     def step(self, tokens, state, feed, encoded):
-        emb = self.twin.tgt_embedding(torch.from_numpy(numpy.asarray(tokens)))
+        emb = self.twin.tgt_embedding(torch.from_numpy(numpy.asarray(tokens)).to(self.twin.device))
         new_state, weights = self.twin.decode_step(emb, tuple(s.tensor[0] for s in state), encoded.memory.tensor,
                                                    None if encoded.projected is None else encoded.projected.tensor,
                                                    encoded.mask.tensor)
         logp = torch.log_softmax(self.twin.out(new_state[0]), dim=1)
-        return (logp.numpy(), tuple(_Rows(s[None]) for s in new_state), None,
-                None if weights is None else weights.numpy())
+        return (logp.cpu().numpy(), tuple(_Rows(s[None]) for s in new_state), None,   # the search runs on the host
+                None if weights is None else weights.cpu().numpy())
 
 
 class _Rows:
@@ -138,6 +148,7 @@ class _Rows:
         self.shape = tuple(tensor.shape)
 
     def __getitem__(self, index):
+        device = self.tensor.device
         if isinstance(index, tuple):
-            return _Rows(self.tensor[:, torch.from_numpy(numpy.asarray(index[1]))])
-        return _Rows(self.tensor[torch.from_numpy(numpy.asarray(index))])
+            return _Rows(self.tensor[:, torch.from_numpy(numpy.asarray(index[1])).to(device)])
+        return _Rows(self.tensor[torch.from_numpy(numpy.asarray(index)).to(device)])

@@ -1,0 +1,43 @@
+"""benchmarks/gpu.py without a GPU: its CuPy columns' code on the stand-in, and "—" with the reason."""
+import importlib.util
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def gpu_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cupy_columns_run_on_the_stand_in_and_agree(gpu_bench, monkeypatch):
+    monkeypatch.setattr(gpu_bench, "GPU_BACKEND", "fakecupy")
+    numpy_row = gpu_bench.measure("NumPy", "small", "gru", "none", 1)
+    for column in ("CuPy reference", "CuPy + kernels"):
+        row = gpu_bench.measure(column, "small", "gru", "none", 1)
+        assert row["loss"] == pytest.approx(numpy_row["loss"], rel=1e-5)
+        assert row["train_tok_s"] > 0 and row["greedy_sent_s"] > 0 and row["beam_sent_s"] > 0
+
+
+def test_a_column_that_cannot_run_is_shown_with_its_reason(gpu_bench, tmp_path, capsys):
+    from minis2s import backend
+    if "cupy" in backend.available():
+        pytest.skip("CuPy and a GPU are present here")
+    rows = gpu_bench.main(["--configs", "small", "--attentions", "none", "--repeats", "1", "--columns", "NumPy",
+                           "CuPy reference", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "| small | gru | none | CuPy reference | — | — | — | backend 'cupy'" in printed
+    assert [r["column"] for r in rows] == ["NumPy", "CuPy reference"]
+    assert not (tmp_path / "gpu.json").exists()                    # no GPU column ran: no GPU result claimed
+
+
+def test_the_pytorch_cpu_column_agrees(gpu_bench):
+    pytest.importorskip("torch")
+    numpy_row = gpu_bench.measure("NumPy", "small", "lstm", "bahdanau", 1)
+    torch_row = gpu_bench.measure("PyTorch CPU", "small", "lstm", "bahdanau", 1)
+    assert torch_row["loss"] == pytest.approx(numpy_row["loss"], rel=1e-5)
