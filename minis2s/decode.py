@@ -58,10 +58,10 @@ def _forbid(logp, step, min_length):
     return logp
 
 
-def _limits(src_seqs, max_length):
-    """Each sentence's length limit (B,) on the host: max_length, or 2 * its source length + 10."""
-    lengths = numpy.array([len(seq) for seq in src_seqs])
-    return numpy.full(len(lengths), max_length) if max_length else 2 * lengths + 10
+def _limits(src_lengths, max_length):
+    """Each sentence's length limit (B,) on the host: max_length, or 2 * its source length (with its
+    <eos>) + 10. src_lengths on the host."""
+    return numpy.full(len(src_lengths), max_length) if max_length else 2 * src_lengths + 10
 
 
 def greedy(model, src_seqs, max_length=None, min_length=0):
@@ -76,7 +76,7 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
     batch = collate(src_seqs)
     size = len(src_seqs)
     encoded, state, feed = model.start(batch.src, batch.src_lengths)
-    limits = _limits(src_seqs, max_length)
+    limits = _limits(backend.to_numpy(batch.src_lengths), max_length)          # one copy, before the loop
     limit = backend.asarray(limits)
     tokens = xp.full((size,), BOS, dtype=xp.int64)            # every sentence starts from <bos>
     words_per_step, attention_per_step = [], []
@@ -147,7 +147,8 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     rows = xp.repeat(xp.arange(size), k)
     encoded = model.repeat_encoded(encoded, rows)
     state, feed = model.select_state(state, feed, rows)
-    limits = _limits(src_seqs, max_length)
+    src_lengths = backend.to_numpy(batch.src_lengths)                           # one copy, before the loop
+    limits = _limits(src_lengths, max_length)
     limit = backend.asarray(limits)
 
     scores = xp.full((size, k), -numpy.inf)
@@ -184,7 +185,7 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     words_per_step, back_per_step, finished_per_step = (backend.to_numpy(xp.stack(history)) for history in
                                                         (words_per_step, back_per_step, finished_per_step))
     attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
-    src_host = backend.to_numpy(batch.src)
+    src_host = backend.to_numpy(batch.src) if replace_unk else None
     results = []
     for b in range(size):
         ended = [(t, j) for t in range(len(finished_per_step)) for j in range(k)    # in the order they ended
@@ -195,7 +196,7 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
                       for t, j in ended]
         ranked = sorted(hypotheses, key=lambda h: -h.score)[:nbest]
         if replace_unk:
-            ranked = [_replace_unk(h, src_host[:len(src_seqs[b]), b]) for h in ranked]
+            ranked = [_replace_unk(h, src_host[:src_lengths[b], b]) for h in ranked]
         results.append(ranked)
     return results
 
