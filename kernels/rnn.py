@@ -183,7 +183,7 @@ def gru_step_backward(dh_next, cache):
 # NumPy calls) per step. Each step's recurrent product h W_hh^T goes through BLAS from inside Numba
 # (NumPy's own OpenBLAS, called through ctypes: blas.py says why not SciPy's); the input side was hoisted
 # into one product before the loop, and the weight gradients are one product each after it, exactly
-# as in the reference. The gate maths of a step is one loop over (B, H).
+# as in the reference (nn/rnn.py's add_weight_grads). The gate maths of a step runs row by row (below).
 #
 # tanh inside these loops: Numba's scalar ``math.tanh`` is not vectorised (llvmlite has no SVML since
 # LLVM 20), so in float32 a step uses ``tanh_of`` below, a rational minimax approximation (the one in
@@ -225,7 +225,8 @@ class SequenceCache(NamedTuple):
     cell: str
     gates: object         # (T, B, G*H): LSTM [i, f, g, o], GRU [r, z, n]; RNN (T, B, H) each step's act(a)
     c_prev: object        # LSTM (T, B, H) the cell state entering each step; else None
-    tanh_c: object        # LSTM (T, B, H) tanh(c'); GRU (T, B, H) gh_n = W_hn h + b_hn; RNN None
+    tanh_c: object        # LSTM (T, B, H) tanh(c'); else None
+    gh_n: object          # GRU (T, B, H) W_hn h + b_hn, before the reset gate scales it; else None
     W_hh: object
 
 
@@ -416,14 +417,13 @@ def _gru_sequence_backward(dout, mask, h_prev, gates, gh_n, W_hh, one, dh, dxw_a
 def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
     """The twin of ``minis2s.nn.rnn.direction_forward``: the same arguments and results; the cache holds
     a SequenceCache where the reference keeps a list of step caches."""
-    from minis2s.nn.rnn import DirectionCache
+    from minis2s.nn import rnn
+    if not blas.available:                                         # no BLAS to call from Numba: the reference
+        return rnn.direction_forward.reference(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask)
     steps, batch, _ = x.shape
     hidden = W_hh.shape[1]
     dtype = x.dtype
     xw = (x.reshape(steps * batch, -1) @ W_ih.T + b_ih).reshape(steps, batch, -1)    # hoisted input side
-    if not blas.available:                                         # no BLAS to call from Numba: the reference
-        from minis2s.nn import rnn
-        return rnn.direction_forward.reference(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask)
     W_hh = numpy.ascontiguousarray(W_hh)
     mask = numpy.ascontiguousarray(mask)
     one = dtype.type(1)
@@ -435,17 +435,17 @@ def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
         c_prev, tanh_c = numpy.empty_like(out), numpy.empty_like(out)
         gates = numpy.empty((steps, batch, 4 * hidden), dtype=dtype)
         _lstm_sequence_forward(xw, W_hh, b_hh, mask, one, h, c, out, h_prev, c_prev, gates, tanh_c)
-        final, cache = (h, c), SequenceCache("lstm", gates, c_prev, tanh_c, W_hh)
+        final, cache = (h, c), SequenceCache("lstm", gates, c_prev, tanh_c, None, W_hh)
     elif cell.name == "gru":
         gh_n = numpy.empty_like(out)
         gates = numpy.empty((steps, batch, 3 * hidden), dtype=dtype)
         _gru_sequence_forward(xw, W_hh, b_hh, mask, one, h, out, h_prev, gates, gh_n)
-        final, cache = (h,), SequenceCache("gru", gates, None, gh_n, W_hh)
+        final, cache = (h,), SequenceCache("gru", gates, None, None, gh_n, W_hh)
     else:
         h_new = numpy.empty_like(out)
         _rnn_sequence_forward(xw, W_hh, b_hh, mask, cell.name == "rnn_relu", one, h, out, h_prev, h_new)
-        final, cache = (h,), SequenceCache(cell.name, h_new, None, None, W_hh)
-    return out, final, DirectionCache(x, h_prev, cache, mask[:, :, None])
+        final, cache = (h,), SequenceCache(cell.name, h_new, None, None, None, W_hh)
+    return out, final, rnn.DirectionCache(x, h_prev, cache, mask[:, :, None])
 
 
 def direction_backward(cell, dout, dstate, cache, W_ih, grads):
@@ -471,16 +471,10 @@ def direction_backward(cell, dout, dstate, cache, W_ih, grads):
         dgh, dfirst = dxw, (dh, dc)
     elif seq.cell == "gru":
         dgh = numpy.empty_like(dxw)
-        _gru_sequence_backward(dout, mask, h_prev, seq.gates, seq.tanh_c, W_hh, one, dh, dxw, dgh)
+        _gru_sequence_backward(dout, mask, h_prev, seq.gates, seq.gh_n, W_hh, one, dh, dxw, dgh)
         dfirst = (dh,)
     else:
         _rnn_sequence_backward(dout, mask, seq.gates, W_hh, seq.cell == "rnn_relu", one, dh, dxw)
         dgh, dfirst = dxw, (dh,)
-    dW_ih, db_ih, dW_hh, db_hh = grads                             # after the loop, as in the reference
-    flat_dxw = dxw.reshape(steps * batch, -1)
-    flat_dgh = dgh.reshape(steps * batch, -1)
-    dW_ih += flat_dxw.T @ x.reshape(steps * batch, -1)
-    db_ih += flat_dxw.sum(axis=0)
-    dW_hh += flat_dgh.T @ h_prev.reshape(steps * batch, -1)
-    db_hh += flat_dgh.sum(axis=0)
+    rnn.add_weight_grads(grads, x, h_prev, dxw, dgh)               # after the loop, the reference's products
     return dxw @ W_ih, dfirst

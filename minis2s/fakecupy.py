@@ -18,7 +18,6 @@ fails here just as it would cost time (or fail) there:
     NumPy functions and operators on ndarrays, ``__array_ufunc__`` / ``__array_function__``
                              computed by NumPy and kept on the "device" (wrapped again); a plain NumPy
                              array mixed into them is a TypeError, as in CuPy
-    random.default_rng(seed) a generator whose draws are device arrays
 
 ``fakecupy.transfers.reset()`` and ``.count`` / ``.bytes`` let tests hold code to a sync budget.
 """
@@ -212,19 +211,6 @@ class _Ufunc:
 
     def reduce(self, *args, **kwargs):
         return _wrap(self.ufunc.reduce(*_unwrap(args), **_unwrap(kwargs)))
-
-
-class _Generator:
-    """numpy.random.Generator whose draws land on the device."""
-
-    def __init__(self, seed):
-        self.generator = numpy.random.default_rng(seed)
-
-    def __getattr__(self, name):
-        return _device_function(getattr(self.generator, name))
-
-
-random = types.SimpleNamespace(default_rng=_Generator)
 
 
 class _Stream:

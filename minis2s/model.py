@@ -14,10 +14,11 @@
     loss = masked cross-entropy, mean over real target tokens (each sentence ends in <eos>)
 
 Teacher forcing (``forward_teacher_forced``): every input y_t-1 is the reference token, so all inputs are
-known at once. Where nothing is fed back either (no attention, no input or context feeding), the decoder is
-a plain recurrent layer over the shifted targets and ``forward_whole_sequences`` runs it like the encoder. At decoding time the decoder reads its own outputs instead: the mismatch is the exposure
-bias. Scheduled sampling (``forward_sampled``, Bengio et al. 2015) trains against it: the input is the
-reference token with probability ``teacher_forcing``, else the model's own best guess argmax(logits_t-1),
+known at once. Where nothing is fed back either (no attention, no input or context feeding), the decoder
+is a plain recurrent layer over the shifted targets and ``forward_whole_sequences`` runs it like the
+encoder. At decoding time the decoder reads its own outputs instead: the mismatch is the exposure bias.
+Scheduled sampling (``forward_sampled``, Bengio et al. 2015) trains against it: the input is the reference
+token with probability ``teacher_forcing``, else the model's own best guess argmax(logits_t-1),
 drawn per sentence and step, with the ratio lowered over training. The guess is a discrete choice: no gradient
 flows through it, exactly as in PyTorch, where argmax is not differentiable; the gradient reaches
 the guessed token's embedding only. A guess is never <pad> or <bos> (no sentence contains them).

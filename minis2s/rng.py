@@ -30,11 +30,10 @@ _MIX2 = numpy.uint64(0x94D049BB133111EB)
 
 def splitmix64(counters, key):
     """counters (n,) uint64, key a uint64 -> (n,) uint64 hashes."""
-    xp = backend.array_module(counters)
     z = (counters + numpy.uint64(1)) * _GOLDEN + key
     z = (z ^ (z >> numpy.uint64(30))) * _MIX1
     z = (z ^ (z >> numpy.uint64(27))) * _MIX2
-    return xp.asarray(z ^ (z >> numpy.uint64(31)))
+    return z ^ (z >> numpy.uint64(31))
 
 
 @twin("rng.uniform")
@@ -59,7 +58,7 @@ class CounterRNG:
 
     def __init__(self, seed=0, module=None):
         self.module = module or backend.xp()
-        self.seed, self.key, self.counter = int(seed), _key(seed), 0
+        self.key, self.counter = _key(seed), 0
 
     def random(self, shape=None, dtype="float64"):
         dtype = numpy.dtype(dtype)

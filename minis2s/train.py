@@ -112,7 +112,7 @@ def evaluate_loss(model, pairs, batch_size=128):
         indices = range(start, min(start + batch_size, len(pairs)))
         batch = batch_of(pairs, indices)
         count = batch.num_tokens
-        total += backend.to_float(model.loss(batch)) * count
+        total += model.loss(batch) * count
         tokens += count
     return total / max(tokens, 1)
 
@@ -195,7 +195,7 @@ class Trainer:
         self.schedule.on_step(self.step + 1)
         self.optimizer.step()
         self.step += 1
-        self.pending_losses.append((self.step, loss))
+        self.pending_losses.append((self.epoch, self.step, loss))
         return loss
 
     def read_losses(self):
@@ -205,13 +205,13 @@ class Trainer:
         checkpoint could keep what followed it."""
         if not self.pending_losses:
             return
-        steps, losses = zip(*self.pending_losses)
+        epochs, steps, losses = zip(*self.pending_losses)
         self.pending_losses = []
         values = backend.to_numpy(backend.array_module(losses[0]).stack(losses)).tolist()
-        for step, value in zip(steps, values):
+        for epoch, step, value in zip(epochs, steps, values):
             if not math.isfinite(value):
                 kept = f"; the last good checkpoint is {self.path('last.npz')}" if self.out_dir else ""
-                raise TrainingError(f"loss became {value} at epoch {self.epoch + 1}, step {step} "
+                raise TrainingError(f"loss became {value} at epoch {epoch + 1}, step {step} "
                                     f"(try a lower --lr or --clip){kept}")
             self.step_losses.append(value)
 

@@ -105,7 +105,7 @@ def scatter_add_rows(target, ids, rows, skip=-1):
     """target[ids[n]] += rows[n] for every n, accumulating repeated ids; rows whose id is ``skip`` are left out."""
     xp = backend.array_module(target)
     rows = rows * (ids != skip)[:, None]             # the padding row learns nothing
-    xp.add.at(target, ids, rows)                     # on CuPy (13+): atomic adds
+    xp.add.at(target, ids, rows)                     # on CuPy: atomic adds (its CUDA twin sorts instead)
 
 
 class Embedding(Module):

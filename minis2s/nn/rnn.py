@@ -108,15 +108,22 @@ def direction_backward(cell, dout, dstate, cache, W_ih, grads):
         dxw[t], dgh[t], dprev = cell.backward(dnew, cache.step_caches[t])
         dstate = tuple(xp.where(m, 0, d) + dp                             # a padded step passes dstate through
                        for d, dp in zip(dstate, dprev))
-    dW_ih, db_ih, dW_hh, db_hh = grads
-    flat_dxw = dxw.reshape(steps * batch, -1)
-    flat_dgh = dgh.reshape(steps * batch, -1)
-    dW_ih += flat_dxw.T @ cache.x.reshape(steps * batch, -1)             # xw = x W_ih^T + b_ih
-    db_ih += flat_dxw.sum(axis=0)
-    dW_hh += flat_dgh.T @ cache.h_prev.reshape(steps * batch, -1)        # gh = h W_hh^T + b_hh
-    db_hh += flat_dgh.sum(axis=0)
+    add_weight_grads(grads, cache.x, cache.h_prev, dxw, dgh)
     dx = dxw @ W_ih
     return dx, dstate
+
+
+def add_weight_grads(grads, x, h_prev, dxw, dgh):
+    """After a time loop, one layer's weight gradients, one matrix product each over all steps:
+    x (T, B, D) its inputs, h_prev (T, B, H) the states entering each step, dxw, dgh (T, B, G*H).
+    ``grads`` = (dW_ih, db_ih, dW_hh, db_hh), added into in place."""
+    dW_ih, db_ih, dW_hh, db_hh = grads
+    flat_dxw = dxw.reshape(-1, dxw.shape[-1])
+    flat_dgh = dgh.reshape(-1, dgh.shape[-1])
+    dW_ih += flat_dxw.T @ x.reshape(-1, x.shape[-1])                     # xw = x W_ih^T + b_ih
+    db_ih += flat_dxw.sum(axis=0)
+    dW_hh += flat_dgh.T @ h_prev.reshape(-1, h_prev.shape[-1])           # gh = h W_hh^T + b_hh
+    db_hh += flat_dgh.sum(axis=0)
 
 
 # ----------------------------------------------------------------------------- the layers
@@ -297,13 +304,7 @@ class Recurrent(Module):
         """After a step-by-step loop, every layer's weight gradients as one product each over all steps:
         inputs[k] (T, B, D_k), h_prev[k] (T, B, H), dxw[k], dgh[k] (T, B, G*H)."""
         for k in range(self.num_layers):
-            dW_ih, db_ih, dW_hh, db_hh = self.weight_grads(k, "")
-            flat_dxw = dxw[k].reshape(-1, dxw[k].shape[-1])
-            flat_dgh = dgh[k].reshape(-1, dgh[k].shape[-1])
-            dW_ih += flat_dxw.T @ inputs[k].reshape(-1, inputs[k].shape[-1])     # xw = x W_ih^T + b_ih
-            db_ih += flat_dxw.sum(axis=0)
-            dW_hh += flat_dgh.T @ h_prev[k].reshape(-1, self.hidden_size)       # gh = h W_hh^T + b_hh
-            db_hh += flat_dgh.sum(axis=0)
+            add_weight_grads(self.weight_grads(k, ""), inputs[k], h_prev[k], dxw[k], dgh[k])
 
 
 def _stack_orthogonal(gates, hidden, rng):
