@@ -18,7 +18,7 @@ import numpy
 
 
 @numba.njit(cache=True)
-def _softmax_context(scores, mask, memory, weights, context):
+def softmax_context_into(scores, mask, memory, weights, context):
     steps, batch = scores.shape
     for b in range(batch):
         top = -numpy.inf
@@ -45,7 +45,7 @@ def softmax_context(scores, mask, memory):
     """scores (S, B), mask (S, B), memory (S, B, M) -> weights alpha (S, B), ctx (B, M)."""
     weights = numpy.empty_like(scores)
     context = numpy.empty((memory.shape[1], memory.shape[2]), dtype=memory.dtype)
-    _softmax_context(scores, mask, memory, weights, context)
+    softmax_context_into(scores, mask, memory, weights, context)
     return weights, context
 
 

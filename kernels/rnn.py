@@ -295,12 +295,87 @@ def _rnn_sequence_backward(dout, mask, h_new, W_hh, relu, one, dh, da_all):
         gemm(False, da, W_hh, one, dh)                               # dh += da W_hh
 
 
+# One row (sentence) of one step, shared by the sequence kernels here and the decoder's (decoder.py).
+
+@numba.njit(**_KERNEL)
+def lstm_row(x, ar, b_hh, g, cr, tc, c_new, one):
+    """x, ar (4H,) the row's xw and h W_hh^T, cr (H,) its c -> g (4H,) = [i, f, g, o], c_new = f c + i g,
+    tc = tanh(c_new)."""
+    hidden = cr.shape[0]
+    four = 4 * hidden
+    half = one / (one + one)
+    for j in range(four):
+        g[j] = (x[j] + ar[j]) + b_hh[j]                              # the pre-activations
+    for j in range(2 * hidden):                                      # i, f = sigma(.) = (1 + tanh(./2)) / 2
+        g[j] = half * (one + tanh_of(half * g[j]))
+    for j in range(2 * hidden, 3 * hidden):                          # g = tanh(.)
+        g[j] = tanh_of(g[j])
+    for j in range(3 * hidden, four):                                # o = sigma(.)
+        g[j] = half * (one + tanh_of(half * g[j]))
+    for j in range(hidden):
+        c_new[j] = g[hidden + j] * cr[j] + g[j] * g[2 * hidden + j]  # c' = f c + i g
+        tc[j] = tanh_of(c_new[j])
+
+
+@numba.njit(**_KERNEL)
+def lstm_row_backward(do, d_h, d_c, g, c, tc, dar, one):
+    """The gradient reaching h' (d_h + do) and c' (d_c) -> da (4H,) into dar; d_c <- that of c, d_h <- 0."""
+    hidden = c.shape[0]
+    zero = one - one
+    for j in range(hidden):
+        dhj = d_h[j] + do[j]
+        i, f, gg, o, tcj = g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j], tc[j]
+        dc_total = d_c[j] + dhj * o * (one - tcj * tcj)
+        dar[j] = dc_total * gg * i * (one - i)
+        dar[hidden + j] = dc_total * c[j] * f * (one - f)
+        dar[2 * hidden + j] = dc_total * i * (one - gg * gg)
+        dar[3 * hidden + j] = dhj * tcj * o * (one - o)
+        d_c[j] = dc_total * f
+        d_h[j] = zero
+
+
+@numba.njit(**_KERNEL)
+def gru_row(x, ghr, b_hh, g, ghn, hr, new, one):
+    """x (3H,) the row's xw, ghr (3H,) its h W_hh^T (+ b_hh, in place), hr (H,) its h -> g (3H,) = [r, z, n],
+    ghn = W_hn h + b_hn, new = h'."""
+    hidden = hr.shape[0]
+    half = one / (one + one)
+    for j in range(3 * hidden):
+        ghr[j] = ghr[j] + b_hh[j]                                    # gh = h W_hh^T + b_hh
+    for j in range(2 * hidden):                                      # r, z = sigma(xw + gh)
+        g[j] = half * (one + tanh_of(half * (x[j] + ghr[j])))
+    for j in range(hidden):
+        ghn[j] = ghr[2 * hidden + j]
+        g[2 * hidden + j] = tanh_of(x[2 * hidden + j] + g[j] * ghn[j])  # n = tanh(xw_n + r gh_n)
+        z = g[hidden + j]
+        new[j] = (one - z) * g[2 * hidden + j] + z * hr[j]              # h' = (1 - z) n + z h
+
+
+@numba.njit(**_KERNEL)
+def gru_row_backward(do, d_h, g, ghn, hp, dx, dg, one):
+    """The gradient reaching h' (d_h + do) -> dxw into dx, dgh into dg (3H,); d_h <- its direct path d z
+    (the caller adds dgh W_hh)."""
+    hidden = hp.shape[0]
+    for j in range(hidden):
+        d = d_h[j] + do[j]
+        r, z, n = g[j], g[hidden + j], g[2 * hidden + j]
+        da_n = d * (one - z) * (one - n * n)
+        da_r = da_n * ghn[j] * r * (one - r)
+        da_z = d * (hp[j] - n) * z * (one - z)
+        dx[j] = da_r
+        dx[hidden + j] = da_z
+        dx[2 * hidden + j] = da_n
+        dg[j] = da_r
+        dg[hidden + j] = da_z
+        dg[2 * hidden + j] = da_n * r
+        d_h[j] = d * z
+
+
 @numba.njit(**_KERNEL)
 def _lstm_sequence_forward(xw, W_hh, b_hh, mask, one, h, c, out, h_prev, c_prev, gates, tanh_c):
     steps, batch, four = xw.shape
     hidden = four // 4
     zero = one - one
-    half = one / (one + one)
     a = numpy.empty((batch, four), dtype=xw.dtype)
     c_new = numpy.empty(hidden, dtype=xw.dtype)
     for t in range(steps):
@@ -308,19 +383,8 @@ def _lstm_sequence_forward(xw, W_hh, b_hh, mask, one, h, c, out, h_prev, c_prev,
         c_prev[t] = c
         gemm(True, h, W_hh, zero, a)
         for row in range(batch):
-            x, ar, g = xw[t, row], a[row], gates[t, row]
-            for j in range(four):
-                g[j] = (x[j] + ar[j]) + b_hh[j]                      # the pre-activations
-            for j in range(2 * hidden):                              # i, f = sigma(.) = (1 + tanh(./2)) / 2
-                g[j] = half * (one + tanh_of(half * g[j]))
-            for j in range(2 * hidden, 3 * hidden):                  # g = tanh(.)
-                g[j] = tanh_of(g[j])
-            for j in range(3 * hidden, four):                        # o = sigma(.)
-                g[j] = half * (one + tanh_of(half * g[j]))
-            cr, tc, new = c[row], tanh_c[t, row], out[t, row]
-            for j in range(hidden):
-                c_new[j] = g[hidden + j] * cr[j] + g[j] * g[2 * hidden + j]      # c' = f c + i g
-                tc[j] = tanh_of(c_new[j])
+            g, cr, tc, new = gates[t, row], c[row], tanh_c[t, row], out[t, row]
+            lstm_row(xw[t, row], a[row], b_hh, g, cr, tc, c_new, one)
             if mask[t, row]:
                 for j in range(hidden):
                     cr[j] = c_new[j]
@@ -334,7 +398,6 @@ def _lstm_sequence_forward(xw, W_hh, b_hh, mask, one, h, c, out, h_prev, c_prev,
 @numba.njit(**_KERNEL)
 def _lstm_sequence_backward(dout, mask, gates, c_prev, tanh_c, W_hh, one, dh, dc, da_all):
     steps, batch, four = gates.shape
-    hidden = four // 4
     zero = one - one
     for t in range(steps - 1, -1, -1):
         da = da_all[t]
@@ -344,17 +407,8 @@ def _lstm_sequence_backward(dout, mask, gates, c_prev, tanh_c, W_hh, one, dh, dc
                 for j in range(four):                                # dh and dc pass through unchanged
                     dar[j] = zero
                 continue
-            g, c, tc, do, d_h, d_c = gates[t, row], c_prev[t, row], tanh_c[t, row], dout[t, row], dh[row], dc[row]
-            for j in range(hidden):
-                dhj = d_h[j] + do[j]
-                i, f, gg, o, tcj = g[j], g[hidden + j], g[2 * hidden + j], g[3 * hidden + j], tc[j]
-                dc_total = d_c[j] + dhj * o * (one - tcj * tcj)
-                dar[j] = dc_total * gg * i * (one - i)
-                dar[hidden + j] = dc_total * c[j] * f * (one - f)
-                dar[2 * hidden + j] = dc_total * i * (one - gg * gg)
-                dar[3 * hidden + j] = dhj * tcj * o * (one - o)
-                d_c[j] = dc_total * f
-                d_h[j] = zero
+            lstm_row_backward(dout[t, row], dh[row], dc[row], gates[t, row], c_prev[t, row], tanh_c[t, row],
+                              dar, one)
         gemm(False, da, W_hh, one, dh)                               # dh += da W_hh
 
 
@@ -363,30 +417,19 @@ def _gru_sequence_forward(xw, W_hh, b_hh, mask, one, h, out, h_prev, gates, gh_n
     steps, batch, three = xw.shape
     hidden = three // 3
     zero = one - one
-    half = one / (one + one)
     gh = numpy.empty((batch, three), dtype=xw.dtype)
     new = numpy.empty(hidden, dtype=xw.dtype)
     for t in range(steps):
         h_prev[t] = h
         gemm(True, h, W_hh, zero, gh)
         for row in range(batch):
-            x, ghr, g, ghn, hr = xw[t, row], gh[row], gates[t, row], gh_n[t, row], h[row]
-            for j in range(three):
-                ghr[j] = ghr[j] + b_hh[j]                            # gh = h W_hh^T + b_hh
-            for j in range(2 * hidden):                              # r, z = sigma(xw + gh)
-                g[j] = half * (one + tanh_of(half * (x[j] + ghr[j])))
-            for j in range(hidden):
-                ghn[j] = ghr[2 * hidden + j]
-                g[2 * hidden + j] = tanh_of(x[2 * hidden + j] + g[j] * ghn[j])  # n = tanh(xw_n + r gh_n)
-                z = g[hidden + j]
-                new[j] = (one - z) * g[2 * hidden + j] + z * hr[j]              # h' = (1 - z) n + z h
-            _emit(mask[t, row], new, out[t, row], hr, zero)
+            gru_row(xw[t, row], gh[row], b_hh, gates[t, row], gh_n[t, row], h[row], new, one)
+            _emit(mask[t, row], new, out[t, row], h[row], zero)
 
 
 @numba.njit(**_KERNEL)
 def _gru_sequence_backward(dout, mask, h_prev, gates, gh_n, W_hh, one, dh, dxw_all, dgh_all):
     steps, batch, three = gates.shape
-    hidden = three // 3
     zero = one - one
     for t in range(steps - 1, -1, -1):
         dxw, dgh = dxw_all[t], dgh_all[t]
@@ -397,21 +440,8 @@ def _gru_sequence_backward(dout, mask, h_prev, gates, gh_n, W_hh, one, dh, dxw_a
                     dx[j] = zero
                     dg[j] = zero
                 continue
-            g, ghn, hp, do, d_h = gates[t, row], gh_n[t, row], h_prev[t, row], dout[t, row], dh[row]
-            for j in range(hidden):
-                d = d_h[j] + do[j]
-                r, z, n = g[j], g[hidden + j], g[2 * hidden + j]
-                da_n = d * (one - z) * (one - n * n)
-                da_r = da_n * ghn[j] * r * (one - r)
-                da_z = d * (hp[j] - n) * z * (one - z)
-                dx[j] = da_r
-                dx[hidden + j] = da_z
-                dx[2 * hidden + j] = da_n
-                dg[j] = da_r
-                dg[hidden + j] = da_z
-                dg[2 * hidden + j] = da_n * r
-                d_h[j] = d * z                                       # the direct path; + dgh W_hh below
-        gemm(False, dgh, W_hh, one, dh)
+            gru_row_backward(dout[t, row], dh[row], gates[t, row], gh_n[t, row], h_prev[t, row], dx, dg, one)
+        gemm(False, dgh, W_hh, one, dh)                              # dh += dgh W_hh (the direct path is in dh)
 
 
 def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):

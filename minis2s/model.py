@@ -28,7 +28,7 @@ from typing import NamedTuple
 from . import backend
 from .data import BOS, PAD
 from .loss import cross_entropy, length_mask
-from .nn.decoder import Decoder
+from .nn.decoder import Decoder, decode_step, steps_backward, steps_forward
 from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_backward, dropout_forward,
                         log_softmax_forward, tanh_backward)
 from .nn.module import Module
@@ -252,22 +252,14 @@ class Seq2Seq(Module):
 
     def forward_teacher_forced(self, batch, encoded, enc_cache, train):
         """Every input y_t-1 is the reference token: all inputs are known before the loop starts."""
-        xp = backend.array_module(batch.src)
         decoder = self.decoder
         emb, _ = self.tgt_embedding.forward(batch.tgt_in)                # (T, B, E); backward needs the tokens only
         emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
         xw_emb = decoder.embedding_projection(emb)                       # (T, B, G*H), every step in one product
-        state, feed = encoded.state, decoder.initial_feed(batch.tgt_in.shape[1])
-        outputs, weights, step_caches = [], [], []
-        for t in range(batch.tgt_in.shape[0]):
-            output, state, feed, step_weights, step_cache = decoder.step_forward(xw_emb[t], state, feed, encoded,
-                                                                                train)
-            outputs.append(output)
-            weights.append(step_weights)
-            step_caches.append(step_cache)
-        logits, out_cache = decoder.out.forward(xp.stack(outputs))       # (T, B, V), every step in one product
+        outputs, weights, step_caches = steps_forward(decoder, xw_emb, encoded, train)   # the time loop
+        logits, out_cache = decoder.out.forward(outputs)                 # (T, B, V), every step in one product
         return logits, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask, step_caches, out_cache,
-                                    _stack(weights))
+                                    weights)
 
     def forward_sampled(self, batch, encoded, enc_cache, ratio):
         """Scheduled sampling: input y_t-1 is the reference token with probability ``ratio``, else the model's
@@ -300,7 +292,6 @@ class Seq2Seq(Module):
 
     def backward(self, dlogits, cache):
         """dlogits (T, B, V) -> adds every parameter's gradient (the mirror of ``forward``)."""
-        xp = backend.array_module(dlogits)
         decoder, rnn = self.decoder, self.decoder.rnn
         encoded = cache.encoded
         doutputs = decoder.out.backward(dlogits, cache.out_cache)      # all steps in one product
@@ -311,22 +302,8 @@ class Seq2Seq(Module):
             dstate = dstate if rnn.cell.state_size == 2 else (dstate,)
             self.encode_backward(None, None, dstate, None, cache.encoder, encoded)
             return
-        dstate = tuple(xp.zeros_like(s) for s in encoded.state)
-        dfeed = None
-        dmemory = xp.zeros_like(encoded.memory) if decoder.attention else None
-        dprojected = xp.zeros_like(encoded.projected) if encoded.projected is not None else None
-        dcontext_vector = xp.zeros_like(encoded.context_vector) if self.context_feeding else None
-        steps = dlogits.shape[0]
-        dxw = [[None] * steps for _ in range(rnn.num_layers)]
-        dgh = [[None] * steps for _ in range(rnn.num_layers)]
-        for t in reversed(range(steps)):
-            step_dxw, step_dgh, dfeed, dcv, dstate = decoder.step_backward(
-                doutputs[t], dstate, dfeed, cache.steps[t], encoded, dmemory, dprojected)
-            for k in range(rnn.num_layers):
-                dxw[k][t], dgh[k][t] = step_dxw[k], step_dgh[k]
-            if dcv is not None:
-                dcontext_vector += dcv                                  # cv was fed at every step
-        demb = decoder.weight_grads(cache.emb, cache.steps, [xp.stack(d) for d in dxw], [xp.stack(d) for d in dgh])
+        demb, dstate, dmemory, dprojected, dcontext_vector = steps_backward(decoder, doutputs, cache.emb,
+                                                                            cache.steps, encoded)  # the time loop
         self.target_embedding_backward(demb, cache)
         self.encode_backward(dmemory, dprojected, dstate, dcontext_vector, cache.encoder, encoded)
 
@@ -375,8 +352,8 @@ class Seq2Seq(Module):
     def step(self, tokens, state, feed, encoded):
         """tokens (B,) -> log-probabilities (B, V), new state, new feed, attention weights (S, B) or None."""
         emb, _ = self.tgt_embedding.forward(tokens)
-        output, state, feed, weights, _ = self.decoder.step_forward(self.decoder.embedding_projection(emb), state,
-                                                                    feed, encoded, train=False)
+        output, state, feed, weights = decode_step(self.decoder, self.decoder.embedding_projection(emb), state, feed,
+                                                   encoded)
         logits, _ = self.decoder.out.forward(output)
         return log_softmax_forward(logits), state, feed, weights
 

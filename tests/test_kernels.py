@@ -314,8 +314,9 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
         loss = model.loss_and_grads(batch)
         return loss, {name: g.copy() for name, g in model.grads.items()}
 
-    # the encoder's sequences; the decoder's steps (without attention it too runs over whole sequences)
-    names = ("direction_backward",) + ((f"{cell}_step_backward",) if attention != "none" else ())
+    # the encoder's sequences; the decoder's steps (without attention it too runs over whole sequences; the
+    # one-layer Bahdanau decoder runs as one compiled loop, kernels/decoder.py, whose own test is below)
+    names = ("direction_backward",) + ((f"{cell}_step_backward",) if attention.startswith("luong") else ())
     with spying(kernels.rnn, *names) as calls:
         (fast_loss, fast_grads), (loss, grads) = both(run)
     assert min(calls.values()) > 0
@@ -325,6 +326,82 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
     with spying(kernels.rnn, *names) as calls:
         assert_checked(checks.check_seq2seq(cell, attention, max_elements=8, **options))
     assert min(calls.values()) > 0
+
+
+DECODER_CASES = [("gru", dict()), ("lstm", dict()), ("gru", dict(context_feeding=True, dropout=0.3)),
+                 ("lstm", dict(bidirectional=True, context_feeding=True, dropout=0.2, reverse_source=True))]
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("cell,options", DECODER_CASES)
+def test_decoder_loop_kernel_matches_the_reference(cell, options, dtype, tolerance):
+    """The whole teacher-forced decoder loop (kernels/decoder.py) against the reference's steps: loss, the
+    attention weights and every gradient of a padded batch, with dropout (the same masks) and context
+    feeding; the compiled loop must have run (its cache, not the reference's step caches)."""
+    from minis2s import checks
+    from minis2s.kernels.decoder import StepsCache
+    caches = []
+
+    def run():
+        rng = numpy.random.default_rng(3)
+        model = minis2s.Seq2Seq(13, 17, cell=cell, attention="bahdanau", emb_size=5, hidden_size=6,
+                                dtype=numpy.dtype(dtype).name, seed=2, **options)
+        checks.unit_scale(model, 2)
+        batch = checks.random_batch(rng, (4, 2, 7, 1), (3, 6, 1, 5), 13, 17)
+        model.reseed(0)
+        logits, cache = model.forward(batch, train=True)
+        caches.append(cache.steps)
+        model.reseed(0)
+        loss = model.loss_and_grads(batch)
+        return loss, cache.weights, logits, {name: g.copy() for name, g in model.grads.items()}
+
+    (fast_loss, fast_weights, fast_logits, fast_grads), (loss, weights, logits, grads) = both(run)
+    assert isinstance(caches[0], StepsCache) and isinstance(caches[1], list)
+    assert abs(fast_loss - loss) <= tolerance * abs(loss)
+    assert_near(fast_weights, weights, tolerance, "attention weights")
+    assert_near(fast_logits, logits, tolerance, "logits")
+    for name in grads:
+        assert_near(fast_grads[name], grads[name], tolerance, name)
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("cell,options", DECODER_CASES)
+def test_decode_step_kernel_matches_the_reference(cell, options, dtype, tolerance):
+    """Three decoding steps (model.step: log-probabilities, state, attention weights), kernel and reference."""
+    from minis2s import checks
+    rng = numpy.random.default_rng(4)
+    model = minis2s.Seq2Seq(13, 17, cell=cell, attention="bahdanau", emb_size=5, hidden_size=6,
+                            dtype=numpy.dtype(dtype).name, seed=2, **options)
+    checks.unit_scale(model, 2)
+    batch = checks.random_batch(rng, (4, 2, 7), (1, 1, 1), 13, 17)
+
+    def run():
+        encoded, state, feed = model.start(batch.src, batch.src_lengths)
+        tokens, results = batch.tgt_in[0], []
+        for _ in range(3):
+            logp, state, feed, weights = model.step(tokens, state, feed, encoded)
+            results.append((logp, weights) + tuple(state))
+            tokens = logp.argmax(axis=1)
+        return results
+
+    with spying(kernels.decoder, "_run_forward") as calls:
+        fast, reference = both(run)
+    assert calls["_run_forward"] == 3
+    for fast_step, reference_step in zip(fast, reference):
+        for fast_array, reference_array in zip(fast_step, reference_step):
+            assert_near(fast_array, reference_array, tolerance)
+
+
+def test_decoder_loop_kernel_leaves_other_decoders_to_the_reference():
+    """Two layers, Luong, input feeding: the twin hands them to the reference loop."""
+    from minis2s import checks
+    rng = numpy.random.default_rng(0)
+    batch = checks.random_batch(rng, (3, 2), (2, 4), 9, 9)
+    for options in (dict(num_layers=2), dict(attention="luong-dot", input_feeding=True), dict(cell="rnn")):
+        model = minis2s.Seq2Seq(9, 9, emb_size=4, hidden_size=4, seed=1, **{"attention": "bahdanau", **options})
+        _, cache = model.forward(batch, train=True)
+        assert isinstance(cache.steps, list)
+        model.loss_and_grads(batch)
 
 
 @given(size=st.integers(1, 4), k=st.integers(1, 5), vocab=st.integers(5, 30), seed=st.integers(0, 1000))

@@ -30,11 +30,15 @@ projection; the carried gradients ds_t, dh~_t from step t+1 start at zero):
 
 dcv and the attention's dK, dKW are summed over all steps; after the loop ``weight_grads`` takes the
 cell stack's weight gradients as one product each and returns demb = dXW^0 W_ih^0[:, :E].
+With teacher forcing every input is known before the loop starts: ``steps_forward`` runs the steps
+in turn, ``steps_backward`` walks them back (they have a fast twin, kernels/decoder.py, that runs
+the whole loop of a one-layer Bahdanau decoder as one compiled loop each way).
 Derivations: docs/derivations/attention.md.
 """
 from typing import NamedTuple
 
 from .. import backend
+from ..dispatch import twin
 from .attention import Attention
 from .layers import Linear, dropout_backward, dropout_forward, tanh_backward, tanh_forward
 from .module import Module
@@ -194,3 +198,59 @@ class Decoder(Module):
         h_prev = [xp.stack([s.stack.h_prev[k] for s in steps]) for k in range(self.rnn.num_layers)]
         self.rnn.stack_weight_grads(inputs, h_prev, dxw, dgh)
         return dxw[0] @ self.rnn.params["weight_ih_l0"][:, :self.emb_size]
+
+
+@twin("decoder.decode_step")
+def decode_step(decoder, xw_emb, state, feed, encoded):
+    """One step at decoding time (greedy, beam search): ``step_forward`` without dropout, keeping nothing
+    for a backward. -> o_t (B, H), the new state, the new feed, attention weights (S, B) or None."""
+    output, state, feed, weights, _ = decoder.step_forward(xw_emb, state, feed, encoded, train=False)
+    return output, state, feed, weights
+
+
+# ----------------------------------------------------------------------------- every step, teacher forced
+
+@twin("decoder.steps_forward")
+def steps_forward(decoder, xw_emb, encoded, train):
+    """Teacher forcing: every input token is known, so all T steps run in one loop.
+
+    xw_emb (T, B, G*H) the embeddings' share of layer 0 (``embedding_projection``), encoded the model's
+    Encoded -> outputs o (T, B, H) after dropout, attention weights (T, S, B) or None, the T StepCaches.
+    """
+    xp = backend.array_module(xw_emb)
+    state, feed = encoded.state, decoder.initial_feed(xw_emb.shape[1])
+    outputs, weights, caches = [], [], []
+    for t in range(xw_emb.shape[0]):
+        output, state, feed, step_weights, cache = decoder.step_forward(xw_emb[t], state, feed, encoded, train)
+        outputs.append(output)
+        weights.append(step_weights)
+        caches.append(cache)
+    return xp.stack(outputs), None if weights[0] is None else xp.stack(weights), caches
+
+
+@twin("decoder.steps_backward")
+def steps_backward(decoder, doutputs, emb, caches, encoded):
+    """The mirror of ``steps_forward`` (and of scheduled sampling's loop, whose caches are the same):
+    doutputs (T, B, H) the gradient of every o_t, emb (T, B, E) the embeddings the steps saw ->
+    demb (T, B, E), dstate0 (tuple of (L, B, H), the initial state's), dmemory (S, B, M) and dprojected
+    (S, B, A) summed over all steps (None where unused), dcontext_vector (B, H) or None.
+    Adds into the decoder's weight gradients."""
+    xp = backend.array_module(doutputs)
+    rnn = decoder.rnn
+    dstate = tuple(xp.zeros_like(s) for s in encoded.state)
+    dfeed = None
+    dmemory = xp.zeros_like(encoded.memory) if decoder.attention else None
+    dprojected = xp.zeros_like(encoded.projected) if encoded.projected is not None else None
+    dcontext_vector = xp.zeros_like(encoded.context_vector) if encoded.context_vector is not None else None
+    steps = doutputs.shape[0]
+    dxw = [[None] * steps for _ in range(rnn.num_layers)]
+    dgh = [[None] * steps for _ in range(rnn.num_layers)]
+    for t in reversed(range(steps)):
+        step_dxw, step_dgh, dfeed, dcv, dstate = decoder.step_backward(
+            doutputs[t], dstate, dfeed, caches[t], encoded, dmemory, dprojected)
+        for k in range(rnn.num_layers):
+            dxw[k][t], dgh[k][t] = step_dxw[k], step_dgh[k]
+        if dcv is not None:
+            dcontext_vector += dcv                                      # cv was fed at every step
+    demb = decoder.weight_grads(emb, caches, [xp.stack(d) for d in dxw], [xp.stack(d) for d in dgh])
+    return demb, dstate, dmemory, dprojected, dcontext_vector
