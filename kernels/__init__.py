@@ -14,7 +14,9 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
                   GRU or LSTM, Bahdanau attention) in one Numba call each way
     blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
-    loss.py       softmax_cross_entropy: the loss and the gradient in one parallel pass, in place
+    loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel
+    layers.py     log_softmax_forward: the same row-wise fusion for decoding's log-probabilities
+    scalar.py     tanh_of, exp_of: float32 tanh and exp that LLVM vectorises inside those loops
     embedding.py  scatter_add_rows: the embedding gradient
     decode.py     top_k: beam search's selection, one pass, no (B, k*V) temporary
     optim.py      adam_update: one pass over p, g, m, v
@@ -23,7 +25,12 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
 Numba's scalar tanh/exp are not vectorised (llvmlite has had no SVML since LLVM 20, Numba 0.62, so
 installing Intel's runtime changes nothing: ``numba -s`` says "SVML Operational: False"). The step
 kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around them; the whole-sequence
-kernels use a float32 rational tanh that LLVM does vectorise (rnn.py).
+kernels, the decoder's loop, the loss and log-softmax use scalar.py's float32 tanh and exp, which LLVM
+does vectorise.
+
+Numba caches each compiled kernel beside its source (``cache=True``) and checks only the kernel's own
+file for changes: after editing a function other kernels call (scalar.py, rnn.py's row functions,
+blas.py), delete ``kernels/__pycache__/*.nbi`` and ``*.nbc`` so that their callers are compiled again.
 """
 import os
 
@@ -73,4 +80,4 @@ def enabled():
     return dispatch.kernels_enabled()
 
 
-from . import attention, decode, decoder, embedding, loss, optim, rng, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)
+from . import attention, decode, decoder, embedding, layers, loss, optim, rng, rnn  # noqa: E402, F401  (reached as minis2s.kernels.rnn, ...)

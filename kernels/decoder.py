@@ -36,7 +36,8 @@ import numpy
 from . import blas
 from .attention import softmax_context_into
 from .blas import gemm
-from .rnn import _KERNEL, gru_row, gru_row_backward, lstm_row, lstm_row_backward, tanh_of
+from .rnn import _KERNEL, gru_row, gru_row_backward, lstm_row, lstm_row_backward
+from .scalar import tanh_of
 
 
 class StepsCache(NamedTuple):
@@ -193,6 +194,12 @@ def _fits(decoder, array):
             and array.dtype in (numpy.float32, numpy.float64))
 
 
+def _plain(decoder, array):
+    """A one-layer decoder without attention: its decoding step is rnn.py's sequence kernel, one step long."""
+    return (blas.available and decoder.attention_kind == "none" and decoder.rnn.num_layers == 1
+            and array.dtype in (numpy.float32, numpy.float64))
+
+
 class _Operands(NamedTuple):
     W_ih: object
     W_ctx: object         # (G*H, M) W_ih's columns for ctx, contiguous
@@ -218,10 +225,11 @@ def _operands(decoder, encoded):
 
 def _input_side(decoder, xw_emb, encoded, W_ih):
     """xw_emb (T, B, G*H) -> a contiguous copy plus cv's share cv W_cv^T (the same at every step), to which
-    the kernel adds the attention's share."""
+    the kernel adds the attention's share. Layer 0's input is [emb ; ctx (bahdanau) ; cv]."""
     xw = numpy.array(xw_emb, order="C")
     if encoded.context_vector is not None:
-        xw += encoded.context_vector @ W_ih[:, decoder.emb_size + decoder.memory_size:].T
+        start = decoder.emb_size + (decoder.memory_size if decoder.attention_kind == "bahdanau" else 0)
+        xw += encoded.context_vector @ W_ih[:, start:].T
     return xw
 
 
@@ -314,10 +322,40 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
 
 
 def decode_step(decoder, xw_emb, state, feed, encoded):
-    """The twin of ``minis2s.nn.decoder.decode_step``: the forward loop above, run for one step."""
+    """The twin of ``minis2s.nn.decoder.decode_step``: the forward loop above run for one step; without
+    attention, rnn.py's whole-sequence kernel run for one step."""
     from minis2s.nn import decoder as reference
-    if not _fits(decoder, xw_emb):
-        return reference.decode_step.reference(decoder, xw_emb, state, feed, encoded)
-    ops = _operands(decoder, encoded)
-    out, final, kept = _run_forward(decoder, _input_side(decoder, xw_emb[None], encoded, ops.W_ih), state, ops)
-    return out[0], final, None, kept["weights"][0]
+    if _fits(decoder, xw_emb):
+        ops = _operands(decoder, encoded)
+        out, final, kept = _run_forward(decoder, _input_side(decoder, xw_emb[None], encoded, ops.W_ih), state, ops)
+        return out[0], final, None, kept["weights"][0]
+    if _plain(decoder, xw_emb):
+        params = decoder.rnn.params
+        xw = _input_side(decoder, xw_emb[None], encoded, params["weight_ih_l0"])
+        output, new_state = _plain_step(decoder.rnn.cell.name, xw, state,
+                                        numpy.ascontiguousarray(params["weight_hh_l0"]), params["bias_hh_l0"])
+        return output, new_state, None, None
+    return reference.decode_step.reference(decoder, xw_emb, state, feed, encoded)
+
+
+def _plain_step(cell, xw, state, W_hh, b_hh):
+    """One step of a cell on xw (1, B, G*H) from state (tuple of (1, B, H)) -> h' (B, H), the new state."""
+    from . import rnn
+    _, batch, _ = xw.shape
+    one = xw.dtype.type(1)
+    mask = numpy.ones((1, batch), dtype=bool)
+    h = numpy.array(state[0][0], order="C")
+    out = numpy.empty((1,) + h.shape, dtype=xw.dtype)
+    scratch = numpy.empty_like(xw)
+    if cell == "lstm":
+        c = numpy.array(state[1][0], order="C")
+        rnn._lstm_sequence_forward(xw, W_hh, b_hh, mask, one, h, c, out, numpy.empty_like(out),
+                                   numpy.empty_like(out), scratch, numpy.empty_like(out))
+        return out[0], (h[None], c[None])
+    if cell == "gru":
+        rnn._gru_sequence_forward(xw, W_hh, b_hh, mask, one, h, out, numpy.empty_like(out), scratch,
+                                  numpy.empty_like(out))
+    else:
+        rnn._rnn_sequence_forward(xw, W_hh, b_hh, mask, cell == "rnn_relu", one, h, out, numpy.empty_like(out),
+                                  scratch)
+    return out[0], (h[None],)

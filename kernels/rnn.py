@@ -21,17 +21,16 @@ A whole sequence (the encoder, and every layer that runs over all steps): ``dire
 ``direction_backward`` run the time loop itself in Numba, so a layer costs one call each way instead
 of T Python round trips; see the section "whole sequences" below.
 """
-import math
 from typing import NamedTuple
 
 import numba
 import numpy
-from numba.extending import overload
 
 from minis2s.nn.rnn_cells import GRUStepCache, LSTMStepCache
 
 from . import blas
 from .blas import gemm
+from .scalar import tanh_of
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -186,38 +185,8 @@ def gru_step_backward(dh_next, cache):
 # as in the reference (nn/rnn.py's add_weight_grads). The gate maths of a step runs row by row (below).
 #
 # tanh inside these loops: Numba's scalar ``math.tanh`` is not vectorised (llvmlite has no SVML since
-# LLVM 20), so in float32 a step uses ``tanh_of`` below, a rational minimax approximation (the one in
-# Eigen) that LLVM vectorises: measured here 0.36 ns an element (in a loop compiled with
-# error_model="numpy", see below) against 2.7 ns for NumPy's tanh, error at most 3e-7 over [-20, 20].
-# In float64, where the kernels are held to the reference at 1e-12, it is ``math.tanh``.
-
-_F32 = numpy.float32
-_TANH_CLAMP = _F32(7.90531110763549805)         # beyond it tanh rounds to +-1 in float32
-_TANH_P = tuple(_F32(v) for v in (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
-                                  5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
-                                  4.89352455891786e-03))
-_TANH_Q = tuple(_F32(v) for v in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
-                                  4.89352518554385e-03))
-_P13, _P11, _P9, _P7, _P5, _P3, _P1 = _TANH_P
-_Q6, _Q4, _Q2, _Q0 = _TANH_Q
-
-
-def tanh_of(x):
-    """tanh of one scalar inside a kernel: float32 by a rational function, float64 by math.tanh."""
-    return math.tanh(x)
-
-
-@overload(tanh_of)
-def _tanh_of(x):
-    if x == numba.types.float32:
-        def rational(x):
-            x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
-            x2 = x * x
-            p = ((((((_P13 * x2 + _P11) * x2 + _P9) * x2 + _P7) * x2 + _P5) * x2 + _P3) * x2 + _P1)
-            q = (((_Q6 * x2 + _Q4) * x2 + _Q2) * x2 + _Q0)
-            return x * p / q
-        return rational
-    return lambda x: math.tanh(x)
+# LLVM 20), so in float32 a step uses ``tanh_of`` (scalar.py), a rational approximation LLVM vectorises
+# (0.36 ns an element against 2.7 ns for NumPy's tanh, error at most 3e-7); in float64 it is math.tanh.
 
 
 class SequenceCache(NamedTuple):

@@ -271,6 +271,31 @@ def test_cross_entropy_kernel_matches_the_reference(dtype, tolerance, steps, bat
     assert fast[1].dtype == dtype
 
 
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_cross_entropy_kernel_at_a_real_vocabulary_size(dtype, tolerance):
+    """8,000 words (the vectorised loops' main body, not only their remainders), logits up to +-40."""
+    from minis2s.loss import cross_entropy
+    rng = numpy.random.default_rng(1)
+    logits = _normal(rng, (3, 5, 8000), dtype, 10.0)
+    targets = rng.integers(0, 8000, size=(3, 5))
+    fast, reference = both(lambda: cross_entropy(logits, targets, numpy.array([3, 1, 2, 3, 2]), label_smoothing=0.1))
+    assert_near(fast[0], reference[0], tolerance, "loss")
+    assert_near(fast[1], reference[1], tolerance, "dlogits")
+
+
+@given(rows=st.integers(1, 6), size=st.integers(1, 3000), scale=st.sampled_from([1.0, 30.0]),
+       seed=st.integers(0, 1000))
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_log_softmax_kernel_matches_the_reference(dtype, tolerance, rows, size, scale, seed):
+    from minis2s.nn import layers
+    logits = _normal(numpy.random.default_rng(seed), (2, rows, size), dtype, scale)
+    with spying(kernels.layers, "log_softmax_forward") as calls:
+        fast, reference = both(lambda: layers.log_softmax_forward(logits))
+    assert calls == {"log_softmax_forward": 1}
+    assert fast.dtype == dtype
+    assert_near(fast, reference, tolerance, floor=1.0)
+
+
 @given(rows=st.integers(1, 30), vocab=st.integers(1, 8), dim=st.integers(1, 5), seed=st.integers(0, 1000),
        padding=st.sampled_from([None, 0]))
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
@@ -330,6 +355,8 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
 
 DECODER_CASES = [("gru", dict()), ("lstm", dict()), ("gru", dict(context_feeding=True, dropout=0.3)),
                  ("lstm", dict(bidirectional=True, context_feeding=True, dropout=0.2, reverse_source=True))]
+PLAIN_DECODER_CASES = [("gru", dict(attention="none")), ("lstm", dict(attention="none", context_feeding=True)),
+                       ("rnn", dict(attention="none", bidirectional=True))]
 
 
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
@@ -365,13 +392,14 @@ def test_decoder_loop_kernel_matches_the_reference(cell, options, dtype, toleran
 
 
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
-@pytest.mark.parametrize("cell,options", DECODER_CASES)
+@pytest.mark.parametrize("cell,options", DECODER_CASES + PLAIN_DECODER_CASES)
 def test_decode_step_kernel_matches_the_reference(cell, options, dtype, tolerance):
-    """Three decoding steps (model.step: log-probabilities, state, attention weights), kernel and reference."""
+    """Three decoding steps (model.step: log-probabilities, state, attention weights), kernel and reference;
+    without attention, through rnn.py's sequence kernels."""
     from minis2s import checks
     rng = numpy.random.default_rng(4)
-    model = minis2s.Seq2Seq(13, 17, cell=cell, attention="bahdanau", emb_size=5, hidden_size=6,
-                            dtype=numpy.dtype(dtype).name, seed=2, **options)
+    model = minis2s.Seq2Seq(13, 17, cell=cell, emb_size=5, hidden_size=6, dtype=numpy.dtype(dtype).name, seed=2,
+                            **{"attention": "bahdanau", **options})
     checks.unit_scale(model, 2)
     batch = checks.random_batch(rng, (4, 2, 7), (1, 1, 1), 13, 17)
 
@@ -384,12 +412,17 @@ def test_decode_step_kernel_matches_the_reference(cell, options, dtype, toleranc
             tokens = logp.argmax(axis=1)
         return results
 
-    with spying(kernels.decoder, "_run_forward") as calls:
+    spied = "_plain_step" if options.get("attention") == "none" else "_run_forward"
+    with spying(kernels.decoder, spied) as calls:
         fast, reference = both(run)
-    assert calls["_run_forward"] == 3
+    assert calls[spied] == 3
     for fast_step, reference_step in zip(fast, reference):
+        assert len(fast_step) == len(reference_step)
         for fast_array, reference_array in zip(fast_step, reference_step):
-            assert_near(fast_array, reference_array, tolerance)
+            if reference_array is None:
+                assert fast_array is None
+            else:
+                assert_near(fast_array, reference_array, tolerance)
 
 
 def test_decoder_loop_kernel_leaves_other_decoders_to_the_reference():

@@ -1,0 +1,56 @@
+"""log-softmax over the last axis: the fast twin of ``minis2s.nn.layers.log_softmax_forward``.
+
+    log p_v = a_v - max a - log sum_v' exp(a_v' - max a)
+
+Greedy and beam search take it of every step's (B, V) logits. The reference is four NumPy passes with
+two temporaries; here each row is read once from memory and stays in cache for its three passes
+(maximum, sum of exponentials, the subtraction), the exponential vectorised (``scalar.exp_of``).
+Rows run in parallel from 2^20 elements on (``loss.PARALLEL_FROM``; below it a parallel loop's own
+cost is more than it saves).
+"""
+import math
+
+import numba
+import numpy
+
+from .loss import PARALLEL_FROM
+from .rnn import _KERNEL
+from .scalar import exp_of
+
+
+@numba.njit(**_KERNEL)
+def _log_softmax_row(row, one, result):
+    zero = one - one
+    top = row[0]
+    for v in range(1, row.shape[0]):
+        top = max(top, row[v])
+    total = zero
+    for v in range(row.shape[0]):
+        total += exp_of(row[v] - top)
+    shift = top + row.dtype.type(math.log(total))
+    for v in range(row.shape[0]):
+        result[v] = row[v] - shift
+
+
+@numba.njit(**_KERNEL)
+def _log_softmax_rows(a, one, out):
+    for n in range(a.shape[0]):
+        _log_softmax_row(a[n], one, out[n])
+
+
+@numba.njit(parallel=True, **_KERNEL)
+def _log_softmax_rows_parallel(a, one, out):
+    for n in numba.prange(a.shape[0]):
+        _log_softmax_row(a[n], one, out[n])
+
+
+def log_softmax_forward(a, axis=-1):
+    """The twin: the same arguments and result; other than the last axis of a float array, the reference."""
+    from minis2s.nn import layers
+    if axis not in (-1, a.ndim - 1) or a.dtype not in (numpy.float32, numpy.float64) or a.size == 0:
+        return layers.log_softmax_forward.reference(a, axis)
+    rows = numpy.ascontiguousarray(a).reshape(-1, a.shape[-1])
+    out = numpy.empty_like(rows)
+    run = _log_softmax_rows_parallel if rows.size >= PARALLEL_FROM else _log_softmax_rows
+    run(rows, a.dtype.type(1), out)
+    return out.reshape(a.shape)
