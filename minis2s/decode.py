@@ -181,18 +181,20 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
         state, feed = model.select_state(state, feed, flat)              # each beam's parent
         tokens = words.reshape(-1)
 
-    # to the host, once: (T, B, k) words, back-pointers, finished scores; (T, B, k, S) attention
+    # to the host, once: (T, B, k) words, back-pointers, finished scores; (T, B, k, S) attention (the histories
+    # are then walked as nested lists, history[t][b][j])
     words_per_step, back_per_step, finished_per_step = (backend.to_numpy(xp.stack(history)) for history in
                                                         (words_per_step, back_per_step, finished_per_step))
     attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
     src_host = backend.to_numpy(batch.src) if replace_unk else None
+    ended_at = numpy.isfinite(finished_per_step)                                # (T, B, k)
+    words_per_step, back_per_step = words_per_step.tolist(), back_per_step.tolist()   # Python ints: quick to walk
     results = []
     for b in range(size):
-        ended = [(t, j) for t in range(len(finished_per_step)) for j in range(k)    # in the order they ended
-                 if numpy.isfinite(finished_per_step[t, b, j])]
+        ended = zip(*numpy.nonzero(ended_at[:, b]))                             # (t, j) in the order they ended
         hypotheses = [_backtrack(words_per_step[:t + 1], back_per_step[:t + 1],
                                  None if attention is None else attention[:t + 1], b, j,
-                                 finished_per_step[t, b, j], words_per_step[t, b, j] == EOS, normalize, alpha)
+                                 finished_per_step[t, b, j], words_per_step[t][b][j] == EOS, normalize, alpha)
                       for t, j in ended]
         ranked = sorted(hypotheses, key=lambda h: -h.score)[:nbest]
         if replace_unk:
@@ -207,20 +209,20 @@ def _path(history_back, b, j):
     beams = []
     for t in reversed(range(len(history_back))):
         beams.append(j)
-        j = history_back[t][b, j]
+        j = history_back[t][b][j]
     return beams[::-1]
 
 
 def _backtrack(history_tokens, history_back, history_attention, b, j, logprob, ended, normalize, alpha):
     """The finished Hypothesis in beam j of sentence b at the last step of these histories."""
     beams = _path(history_back, b, j)
-    words = [int(history_tokens[t][b, beam]) for t, beam in enumerate(beams)]
+    words = [int(history_tokens[t][b][beam]) for t, beam in enumerate(beams)]
     length = len(words)
     if ended:
         words = words[:-1]
     attention = None
     if history_attention is not None:         # step t ran on the parent beam of the word chosen at t
-        attention = numpy.stack([history_attention[t][b, history_back[t][b, beam]] for t, beam in enumerate(beams)])
+        attention = numpy.stack([history_attention[t][b, history_back[t][b][beam]] for t, beam in enumerate(beams)])
     return Hypothesis(words, float(logprob) / length_penalty(length, normalize, alpha), float(logprob), attention)
 
 
