@@ -111,6 +111,18 @@ def _attend_backward(dctx, memory, phi, weights, v, dv, dmemory, dprojected, dsc
 # ----------------------------------------------------------------------------- the loops
 
 @numba.njit(**_KERNEL)
+def _through_step(dgh, dxw, W_hh, W_ctx, W_q, v, memory, phi, weights, one, dh, dctx, dscores, dqw, dmemory,
+                  dprojected, dv):
+    """After a step's cell backward (dgh, dxw (B, G*H); dh holds the direct path): the rest of the step back,
+    into dh (the gradient of h_t-1) and the attention's sums."""
+    zero = one - one
+    gemm(False, dgh, W_hh, one, dh)                                  # dh += dgh W_hh
+    gemm(False, dxw, W_ctx, zero, dctx)                              # dctx = dxw W_ctx
+    _attend_backward(dctx, memory, phi, weights, v, dv, dmemory, dprojected, dscores, dqw, one)
+    gemm(False, dqw, W_q, one, dh)                                   # dh += dqW W_q (the query was h_t-1)
+
+
+@numba.njit(**_KERNEL)
 def _gru_steps_forward(xw, W_hh, b_hh, W_ctx, W_q, v, memory, projected, mask, one,
                        h, out, h_prev, ctx, phi, weights, gates, gh_n):
     steps, batch, three = xw.shape
@@ -132,17 +144,14 @@ def _gru_steps_forward(xw, W_hh, b_hh, W_ctx, W_q, v, memory, projected, mask, o
 def _gru_steps_backward(dout, h_prev, gates, gh_n, W_hh, W_ctx, W_q, v, memory, phi, weights, one,
                         dh, dxw, dgh, dqw, dmemory, dprojected, dv):
     steps, batch, _ = dout.shape
-    zero = one - one
     dctx = numpy.empty((batch, memory.shape[2]), dtype=dout.dtype)
     dscores = numpy.empty((memory.shape[0], batch), dtype=dout.dtype)
     for t in range(steps - 1, -1, -1):
         for row in range(batch):
             gru_row_backward(dout[t, row], dh[row], gates[t, row], gh_n[t, row], h_prev[t, row], dxw[t, row],
                              dgh[t, row], one)
-        gemm(False, dgh[t], W_hh, one, dh)                           # dh += dgh W_hh
-        gemm(False, dxw[t], W_ctx, zero, dctx)                       # dctx = dxw W_ctx
-        _attend_backward(dctx, memory, phi[t], weights[t], v, dv, dmemory, dprojected, dscores, dqw[t], one)
-        gemm(False, dqw[t], W_q, one, dh)                            # dh += dqW W_q
+        _through_step(dgh[t], dxw[t], W_hh, W_ctx, W_q, v, memory, phi[t], weights[t], one, dh, dctx, dscores,
+                      dqw[t], dmemory, dprojected, dv)
 
 
 @numba.njit(**_KERNEL)
@@ -172,17 +181,14 @@ def _lstm_steps_forward(xw, W_hh, b_hh, W_ctx, W_q, v, memory, projected, mask, 
 def _lstm_steps_backward(dout, gates, c_prev, tanh_c, W_hh, W_ctx, W_q, v, memory, phi, weights, one,
                          dh, dc, da, dqw, dmemory, dprojected, dv):
     steps, batch, _ = dout.shape
-    zero = one - one
     dctx = numpy.empty((batch, memory.shape[2]), dtype=dout.dtype)
     dscores = numpy.empty((memory.shape[0], batch), dtype=dout.dtype)
     for t in range(steps - 1, -1, -1):
         for row in range(batch):
             lstm_row_backward(dout[t, row], dh[row], dc[row], gates[t, row], c_prev[t, row], tanh_c[t, row],
                               da[t, row], one)
-        gemm(False, da[t], W_hh, one, dh)                            # dh += da W_hh
-        gemm(False, da[t], W_ctx, zero, dctx)                        # dctx = da W_ctx
-        _attend_backward(dctx, memory, phi[t], weights[t], v, dv, dmemory, dprojected, dscores, dqw[t], one)
-        gemm(False, dqw[t], W_q, one, dh)                            # dh += dqW W_q
+        _through_step(da[t], da[t], W_hh, W_ctx, W_q, v, memory, phi[t], weights[t], one, dh, dctx, dscores,
+                      dqw[t], dmemory, dprojected, dv)
 
 
 # ----------------------------------------------------------------------------- the twins
