@@ -170,8 +170,8 @@ def _lstm_steps_forward(xw, W_hh, b_hh, W_ctx, W_q, v, memory, projected, mask, 
         gemm(True, ctx[t], W_ctx, one, xw[t])                        # xw_t += ctx_t W_ctx^T
         gemm(True, h, W_hh, zero, a)
         for row in range(batch):
-            g, tc, new, cr = gates[t, row], tanh_c[t, row], out[t, row], c[row]
-            lstm_row(xw[t, row], a[row], b_hh, g, cr, tc, cr, one)   # c <- c' in place (c_prev keeps c)
+            g, tc, new = gates[t, row], tanh_c[t, row], out[t, row]
+            lstm_row(xw[t, row], a[row], b_hh, g, c_prev[t, row], tc, c[row], one)   # c <- c' (c_prev keeps c)
             for j in range(hidden):
                 new[j] = g[3 * hidden + j] * tc[j]                   # h' = o tanh(c')
         h[:] = out[t]
