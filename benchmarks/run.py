@@ -59,8 +59,9 @@ def main():
         tiny = Seq2Seq(30, 30, cell=cell, attention="bahdanau", emb_size=4, hidden_size=8, seed=0)
         tiny_src, tiny_tgt = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
         tiny.loss_and_grads(collate(tiny_src, tiny_tgt))
-        size = kernels.optim.FUSED_FROM
-        Adam({"w": numpy.zeros(size, dtype=numpy.float32)}, {"w": numpy.ones(size, dtype=numpy.float32)}).step()
+        sizes = {"w": kernels.optim.PARALLEL_FROM, "b": 3}                 # the parallel update and the other
+        Adam({k: numpy.zeros(n, dtype=numpy.float32) for k, n in sizes.items()},
+             {k: numpy.ones(n, dtype=numpy.float32) for k, n in sizes.items()}).step()
         beam_search(tiny, tiny_src, beam_size=2, max_length=4)
     compile_seconds = time.perf_counter() - compile_started
     peak = sgemm_peak()

@@ -43,9 +43,7 @@ def _run_adam(dtype, shapes, weight_decay, steps, fast):
 @given(shapes=st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple), min_size=1, max_size=3),
        weight_decay=st.sampled_from([0.0, 0.01]), steps=st.integers(1, 4))
 @pytest.mark.parametrize("dtype,tolerance", [(numpy.float64, 1e-12), (numpy.float32, 1e-5)])
-def test_fused_adam_matches_the_reference(dtype, tolerance, shapes, weight_decay, steps, monkeypatch):
-    from minis2s.kernels import optim as fused
-    monkeypatch.setattr(fused, "FUSED_FROM", 1)                        # the kernel on every tensor
+def test_fused_adam_matches_the_reference(dtype, tolerance, shapes, weight_decay, steps):
     fast, fast_adam = _run_adam(dtype, shapes, weight_decay, steps, True)
     slow, slow_adam = _run_adam(dtype, shapes, weight_decay, steps, False)
     for k in fast:
@@ -61,8 +59,8 @@ def test_the_switch(reference_only):
 
 @pytest.mark.parametrize("dtype,tolerance", [(numpy.float64, 1e-12), (numpy.float32, 1e-5)])
 def test_fused_adam_matches_the_reference_on_large_tensors(dtype, tolerance):
-    from minis2s.kernels.optim import FUSED_FROM
-    shapes = [(FUSED_FROM // 100 + 7, 100), (3,)]                       # one tensor above the threshold
+    from minis2s.kernels.optim import PARALLEL_FROM
+    shapes = [(PARALLEL_FROM // 100 + 7, 100), (3,)]                    # one tensor in parallel, one not
     fast, _ = _run_adam(dtype, shapes, 0.01, 3, True)
     slow, _ = _run_adam(dtype, shapes, 0.01, 3, False)
     for k in fast:
