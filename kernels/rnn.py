@@ -424,7 +424,9 @@ def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
     steps, batch, _ = x.shape
     hidden = W_hh.shape[1]
     dtype = x.dtype
-    xw = (x.reshape(steps * batch, -1) @ W_ih.T + b_ih).reshape(steps, batch, -1)    # hoisted input side
+    xw = x.reshape(steps * batch, -1) @ W_ih.T                  # the input side hoisted: all steps in one product
+    xw += b_ih                                                     # (in place: no second (T*B, G*H) array)
+    xw = xw.reshape(steps, batch, -1)
     W_hh = numpy.ascontiguousarray(W_hh)
     mask = numpy.ascontiguousarray(mask)
     one = dtype.type(1)
