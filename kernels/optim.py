@@ -19,8 +19,10 @@ PARALLEL_FROM = 1 << 20   # elements: smaller tensors are updated in one thread.
                           # 373 and 243; 4,000,000: 2.6 and 1.8 ms
 
 
-def _adam_body(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps,
-               weight_decay, i):
+def adam_element(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps,
+                 weight_decay, i):
+    """Element i's update, the equations above; compiled for the CPU loops below and, as a device function,
+    for the CUDA kernel (cuda/optim.py)."""
     gi = g[i] + weight_decay * p[i]
     mi = beta1 * m[i] + one_minus_beta1 * gi
     vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
@@ -29,7 +31,7 @@ def _adam_body(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_b
     p[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_c2 + eps)
 
 
-_element = numba.njit(inline="always", cache=True, error_model="numpy")(_adam_body)
+_element = numba.njit(inline="always", cache=True, error_model="numpy")(adam_element)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")

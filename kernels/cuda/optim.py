@@ -9,21 +9,21 @@ import math
 
 from numba import cuda
 
+from ..optim import adam_element
 from . import stream_of
 
 THREADS = 256
+
+
+_element = cuda.jit(device=True)(adam_element)                 # the CPU kernel's element update
 
 
 @cuda.jit
 def _adam(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps, weight_decay):
     i = cuda.grid(1)
     if i < p.shape[0]:
-        gi = g[i] + weight_decay * p[i]
-        mi = beta1 * m[i] + one_minus_beta1 * gi
-        vi = beta2 * v[i] + one_minus_beta2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        p[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_c2 + eps)
+        _element(p, g, m, v, step_size, beta1, one_minus_beta1, beta2, one_minus_beta2, inv_sqrt_c2, eps,
+                 weight_decay, i)
 
 
 def adam_update(p, g, m, v, step_size, beta1, beta2, correction2, eps, weight_decay):
