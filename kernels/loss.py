@@ -97,3 +97,32 @@ def softmax_cross_entropy(logits, targets, mask, weight, label_smoothing=0.0):
     token_loss, dlogits = cross_entropy_rows(numpy.ascontiguousarray(logits).reshape(-1, vocab), targets.reshape(-1),
                                              mask.reshape(-1), weight.reshape(-1), label_smoothing)
     return token_loss.reshape(steps, batch).astype(logits.dtype), dlogits.reshape(logits.shape)
+
+
+def projected_cross_entropy(outputs, weight, bias, targets, lengths, label_smoothing, dweight, dbias):
+    """The twin of ``minis2s.loss.projected_cross_entropy``: the projection, the loss and the projection's
+    backward over the real target tokens only. A padded position's dlogits row is exactly zero in the
+    reference, so it adds nothing to dW, db or do: its logits are never computed here, and the output
+    layer's three (rows, H) x (H, V) products shrink with the padding. (Training's batches are bucketed by
+    target length, so they hold little target padding; the benchmark's none.)"""
+    steps, batch, hidden = outputs.shape
+    dtype = outputs.dtype
+    real = numpy.flatnonzero((numpy.arange(steps)[:, None] < lengths[None, :]).reshape(-1))   # the rows t*B + b
+    count = max(real.size, 1)
+    every = real.size == steps * batch                                    # no padding: no gather, no scatter
+    o = outputs.reshape(-1, hidden) if every else outputs.reshape(-1, hidden)[real]    # (N, H) real tokens
+    logits = o @ weight.T                                                  # (N, V)
+    if bias is not None:
+        logits += bias
+    token_loss, dlogits = cross_entropy_rows(logits, targets.reshape(-1)[real], numpy.ones(real.size, dtype=bool),
+                                             numpy.full(real.size, 1.0 / count), label_smoothing)
+    loss = token_loss.astype(dtype).sum() / numpy.asarray(count)           # the reference's mean, a 0-d float64
+    dweight += dlogits.T @ o
+    if dbias is not None:
+        dbias += dlogits.sum(axis=0)
+    do = dlogits @ weight                                                  # (N, H)
+    if every:
+        return loss, do.reshape(outputs.shape)
+    doutputs = numpy.zeros((steps * batch, hidden), dtype=dtype)
+    doutputs[real] = do
+    return loss, doutputs.reshape(outputs.shape)

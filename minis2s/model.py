@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from . import backend
 from .data import BOS, PAD
-from .loss import cross_entropy, length_mask
+from .loss import cross_entropy, length_mask, projected_cross_entropy
 from .nn.decoder import Decoder, decode_step, steps_backward, steps_forward
 from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_backward, dropout_forward,
                         log_softmax_forward, tanh_backward)
@@ -228,6 +228,14 @@ class Seq2Seq(Module):
         With teacher forcing (ratio 1, and always outside training) every decoder input is the reference
         token; below 1 some inputs are the model's own guesses (scheduled sampling).
         """
+        outputs, logits, cache = self.forward_outputs(batch, train, teacher_forcing)
+        if logits is None:
+            logits, _ = self.decoder.out.forward(outputs)                # (T, B, V), every step in one product
+        return logits, cache
+
+    def forward_outputs(self, batch, train=True, teacher_forcing=None):
+        """Batch -> the decoder's outputs o (T, B, H) before the projection, the logits where the time loop
+        needed them already (scheduled sampling; else None), ForwardCache."""
         ratio = self.teacher_forcing if teacher_forcing is None else teacher_forcing
         encoded, enc_cache = self.encode(batch.src, batch.src_lengths, train)
         if ratio < 1.0 and train:
@@ -246,9 +254,8 @@ class Seq2Seq(Module):
         state = encoded.state if self.decoder.rnn.cell.state_size == 2 else encoded.state[0]
         hidden, _, rnn_cache = self.decoder.rnn.forward(emb, None, state, train)     # (T, B, H): every h_t
         outputs, out_mask = dropout_forward(hidden, self.dropout, self.rng, train)
-        logits, out_cache = self.decoder.out.forward(outputs)            # (T, B, V)
-        return logits, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask,
-                                    WholeSequenceCache(rnn_cache, out_mask), out_cache, None)
+        return outputs, None, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask,
+                                           WholeSequenceCache(rnn_cache, out_mask), LinearCache(outputs), None)
 
     def forward_teacher_forced(self, batch, encoded, enc_cache, train):
         """Every input y_t-1 is the reference token: all inputs are known before the loop starts."""
@@ -257,9 +264,8 @@ class Seq2Seq(Module):
         emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
         xw_emb = decoder.embedding_projection(emb)                       # (T, B, G*H), every step in one product
         outputs, weights, step_caches = steps_forward(decoder, xw_emb, encoded, train)   # the time loop
-        logits, out_cache = decoder.out.forward(outputs)                 # (T, B, V), every step in one product
-        return logits, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask, step_caches, out_cache,
-                                    weights)
+        return outputs, None, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask, step_caches,
+                                           LinearCache(outputs), weights)
 
     def forward_sampled(self, batch, encoded, enc_cache, ratio):
         """Scheduled sampling: input y_t-1 is the reference token with probability ``ratio``, else the model's
@@ -286,15 +292,20 @@ class Seq2Seq(Module):
             logits.append(step_logits)
             weights.append(step_weights)
             step_caches.append(step_cache)
-        out_cache = LinearCache(xp.stack(outputs))                       # what the projection's backward needs
-        return xp.stack(logits), ForwardCache(encoded, enc_cache, xp.stack(embs), xp.stack(tokens),
-                                              _stack(emb_masks), step_caches, out_cache, _stack(weights))
+        outputs = xp.stack(outputs)
+        return outputs, xp.stack(logits), ForwardCache(encoded, enc_cache, xp.stack(embs), xp.stack(tokens),
+                                                       _stack(emb_masks), step_caches, LinearCache(outputs),
+                                                       _stack(weights))
 
     def backward(self, dlogits, cache):
         """dlogits (T, B, V) -> adds every parameter's gradient (the mirror of ``forward``)."""
+        self.backward_outputs(self.decoder.out.backward(dlogits, cache.out_cache), cache)   # all steps at once
+
+    def backward_outputs(self, doutputs, cache):
+        """doutputs (T, B, H), the gradient of the decoder's outputs -> adds every gradient below the projection
+        (the mirror of ``forward_outputs``)."""
         decoder, rnn = self.decoder, self.decoder.rnn
         encoded = cache.encoded
-        doutputs = decoder.out.backward(dlogits, cache.out_cache)      # all steps in one product
         if isinstance(cache.steps, WholeSequenceCache):                # forward_whole_sequences: its mirror
             dhidden = dropout_backward(doutputs, cache.steps.out_mask)
             demb, dstate = rnn.backward(dhidden, None, cache.steps.rnn)
@@ -325,10 +336,17 @@ class Seq2Seq(Module):
         The loss stays where the model runs: a float on NumPy, a 0-d array on a GPU, so that a training step
         never waits for the device (``backend.to_float(loss)`` reads it)."""
         self.zero_grad()
-        logits, cache = self.forward(batch, train=True, teacher_forcing=teacher_forcing)
-        value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths,
-                                       label_smoothing=self.label_smoothing)
-        self.backward(dlogits, cache)
+        outputs, logits, cache = self.forward_outputs(batch, train=True, teacher_forcing=teacher_forcing)
+        out = self.decoder.out
+        if logits is None:              # the projection, the loss and the projection's backward in one call
+            value, doutputs = projected_cross_entropy(outputs, out.params["weight"], out.params.get("bias"),
+                                                      batch.tgt_out, batch.tgt_lengths, self.label_smoothing,
+                                                      out.grads["weight"], out.grads.get("bias"))
+        else:                           # scheduled sampling: its time loop needed the logits already
+            value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths,
+                                           label_smoothing=self.label_smoothing)
+            doutputs = out.backward(dlogits, cache.out_cache)
+        self.backward_outputs(doutputs, cache)
         return value
 
     # ------------------------------------------------------------------ decoding, one step, no caches kept

@@ -281,6 +281,37 @@ def test_cross_entropy_kernel_at_a_real_vocabulary_size(dtype, tolerance):
     assert_near(fast[1], reference[1], tolerance, "dlogits")
 
 
+@given(steps=st.integers(1, 5), batch=st.integers(1, 4), hidden=st.integers(1, 6), vocab=st.integers(2, 40),
+       seed=st.integers(0, 1000), smoothing=st.sampled_from([0.0, 0.1]), bias=st.booleans())
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_projected_cross_entropy_kernel_matches_the_reference(dtype, tolerance, steps, batch, hidden, vocab, seed,
+                                                              smoothing, bias):
+    """The output projection + loss + its backward over the real tokens only: the same loss, dW, db and
+    doutputs as the reference over every position (padded outputs and targets hold anything)."""
+    from minis2s.loss import projected_cross_entropy
+    rng = numpy.random.default_rng(seed)
+    outputs = _normal(rng, (steps, batch, hidden), dtype)
+    weight, b = _normal(rng, (vocab, hidden), dtype), (_normal(rng, (vocab,), dtype) if bias else None)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    targets = rng.integers(0, vocab, size=(steps, batch))
+    padded = numpy.arange(steps)[:, None] >= lengths[None, :]
+    targets[padded] = 10 ** 6                                              # padded targets: anything
+    outputs[padded] = 1e3                                                  # and their outputs too
+
+    def run():
+        dweight, dbias = numpy.ones_like(weight), (numpy.ones_like(b) if bias else None)    # added into
+        loss, doutputs = projected_cross_entropy(outputs, weight, b, targets, lengths, smoothing, dweight, dbias)
+        return loss, doutputs, dweight, dbias
+
+    with spying(kernels.loss, "projected_cross_entropy") as calls:
+        fast, reference = both(run)
+    assert calls == {"projected_cross_entropy": 1}
+    for what, a, r in zip(("loss", "doutputs", "dweight", "dbias"), fast, reference):
+        if r is not None:
+            assert_near(a, r, tolerance, what, floor=1.0)
+    assert fast[1].dtype == dtype and numpy.all(fast[1][padded] == 0.0)
+
+
 @given(rows=st.integers(1, 6), size=st.integers(1, 3000), scale=st.sampled_from([1.0, 30.0]),
        seed=st.integers(0, 1000))
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
