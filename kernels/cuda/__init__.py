@@ -14,6 +14,8 @@ reductions around them, each in one launch:
                one block per sentence
     embedding.py  scatter_add_rows: the embedding gradient by sorted segments, no float atomics, so a
                resumed run is bit-exact
+    decode.py  top_k: beam search's k best extensions per sentence, one block per sentence, nothing of
+               (B, k*V) written
 
 The kernels take any array Numba's CUDA target accepts (CuPy's, through ``__cuda_array_interface__``)
 and launch on CuPy's current stream. Every one also runs in Numba's CUDA simulator
