@@ -299,9 +299,9 @@ class Seq2Seq(Module):
 
     def backward(self, dlogits, cache):
         """dlogits (T, B, V) -> adds every parameter's gradient (the mirror of ``forward``)."""
-        self.backward_outputs(self.decoder.out.backward(dlogits, cache.out_cache), cache)   # all steps at once
+        self.outputs_backward(self.decoder.out.backward(dlogits, cache.out_cache), cache)   # all steps at once
 
-    def backward_outputs(self, doutputs, cache):
+    def outputs_backward(self, doutputs, cache):
         """doutputs (T, B, H), the gradient of the decoder's outputs -> adds every gradient below the projection
         (the mirror of ``forward_outputs``)."""
         decoder, rnn = self.decoder, self.decoder.rnn
@@ -337,16 +337,16 @@ class Seq2Seq(Module):
         never waits for the device (``backend.to_float(loss)`` reads it)."""
         self.zero_grad()
         outputs, logits, cache = self.forward_outputs(batch, train=True, teacher_forcing=teacher_forcing)
-        out = self.decoder.out
-        if logits is None:              # the projection, the loss and the projection's backward in one call
-            value, doutputs = projected_cross_entropy(outputs, out.params["weight"], out.params.get("bias"),
-                                                      batch.tgt_out, batch.tgt_lengths, self.label_smoothing,
-                                                      out.grads["weight"], out.grads.get("bias"))
-        else:                           # scheduled sampling: its time loop needed the logits already
+        if logits is not None:          # scheduled sampling: its time loop needed the logits already
             value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths,
                                            label_smoothing=self.label_smoothing)
-            doutputs = out.backward(dlogits, cache.out_cache)
-        self.backward_outputs(doutputs, cache)
+            self.backward(dlogits, cache)
+            return value
+        out = self.decoder.out          # the projection, the loss and the projection's backward in one call
+        value, doutputs = projected_cross_entropy(outputs, out.params["weight"], out.params.get("bias"),
+                                                  batch.tgt_out, batch.tgt_lengths, self.label_smoothing,
+                                                  out.grads["weight"], out.grads.get("bias"))
+        self.outputs_backward(doutputs, cache)
         return value
 
     # ------------------------------------------------------------------ decoding, one step, no caches kept

@@ -23,6 +23,7 @@ from minis2s.nn import attention, decoder, layers, module, rnn, rnn_cells
 FACTOR = 1.001
 MODULES = (layers, rnn_cells, rnn, attention, decoder, model, loss)
 EXTRA = [(loss, "softmax_cross_entropy"),          # returns (loss, dlogits): the gradient is its second result
+         (loss, "projected_cross_entropy"),        # returns (loss, doutputs); adds dW, db of the projection
          (rnn.Recurrent, "stack_weight_grads"),    # adds the decoder stack's weight gradients
          (decoder.Decoder, "weight_grads")]
 
