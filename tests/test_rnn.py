@@ -17,8 +17,10 @@ lengths_lists = st.lists(st.integers(1, 5), min_size=1, max_size=4)
 @given(lengths=lengths_lists, input_size=st.integers(1, 4), hidden_size=st.integers(1, 4),
        dropout=st.sampled_from([0.0, 0.4]), seed=st.integers(0, 10_000))
 def test_gradients(xp, cell, num_layers, bidirectional, lengths, input_size, hidden_size, dropout, seed):
+    # every element on NumPy; on the stand-in, which runs the same maths through the device API at 3-4x the
+    # time (40 s for the two-layer GRU), a sample of 6 elements per tensor
     errors = checks.check_recurrent(cell, num_layers, bidirectional, tuple(lengths), input_size, hidden_size,
-                                    dropout, seed)
+                                    dropout, seed, max_elements=None if xp is numpy else 6)
     assert_checked(errors, 1e-6 if cell == "rnn_relu" else 1e-7)    # relu: a kink within h of a pre-activation
 
 
