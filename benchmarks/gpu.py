@@ -10,7 +10,9 @@ decoder's cell step by step, TF32 off: `torch.backends.cuda.matmul.allow_tf32 = 
 Every column's loss on the same batch must agree with the NumPy reference's before any time is quoted.
 Measured per column: training target tokens/s (forward, backward, Adam), greedy and beam-5
 sentences/s (minis2s' search drives every model), medians of ``--repeats`` after a warm-up; on the GPU
-the clock stops only after the device has finished (CUDA events, the device synchronised). A column
+the clock stops only after the device has finished (CUDA events, the device synchronised). For the CuPy
+columns, the device -> host copies (and bytes) of one training step, one greedy and one beam decode
+(``backend.transfers``; in the table, not in gpu.json, whose rows keep API.md's keys). A column
 that cannot run here is printed as "—" with the reason, never dropped. With at least one GPU column
 measured, the rows go to benchmarks/results/gpu.json ({"config", "column", "train_tok_s",
 "greedy_sent_s", "beam_sent_s", "device", "versions"}), gpu.md and gpu.png; without one, only the
@@ -65,7 +67,7 @@ def main(argv=None):
         print("no GPU column ran here: nothing written (a GPU result is one that ran on a GPU)")
         return rows
     os.makedirs(args.out, exist_ok=True)
-    keys = ("config", "column", "train_tok_s", "greedy_sent_s", "beam_sent_s", "device", "versions")
+    keys = ("config", "column", "train_tok_s", "greedy_sent_s", "beam_sent_s", "device", "versions")   # API.md's
     with open(os.path.join(args.out, "gpu.json"), "w", encoding="utf-8") as stream:
         json.dump([{k: r.get(k) for k in keys} for r in rows if "why" not in r], stream, indent=1)
     with open(os.path.join(args.out, "gpu.md"), "w", encoding="utf-8") as stream:
@@ -142,16 +144,22 @@ def measure(column, config_name, cell, attention, repeats):
                 info = bench.machine()
                 versions = {k: info[k] for k in ("numpy", "cupy") if k in info}
                 name = info.get("gpu") or info.get("cpu", "CPU")
-            train_s = timed(train, repeats, on_gpu)
-            greedy_s = timed(lambda: greedy(decoder, src, max_length=config["length"]), max(repeats // 2, 1),
-                             on_gpu)
-            beam_s = timed(lambda: beam_search(decoder, src, beam_size=5, max_length=config["length"]),
-                           max(repeats // 2, 1), on_gpu)
+            runs = dict(train=train, greedy=lambda: greedy(decoder, src, max_length=config["length"]),
+                        beam=lambda: beam_search(decoder, src, beam_size=5, max_length=config["length"]))
+            train_s = timed(runs["train"], repeats, on_gpu)
+            greedy_s = timed(runs["greedy"], max(repeats // 2, 1), on_gpu)
+            beam_s = timed(runs["beam"], max(repeats // 2, 1), on_gpu)
+            copies = {}
+            if column.startswith("CuPy"):          # device -> host copies of one call each, untimed
+                for what, run in runs.items():
+                    backend.transfers.reset()
+                    run()
+                    copies[f"d2h_{what}"], copies[f"d2h_{what}_bytes"] = backend.transfers.count, backend.transfers.bytes
     finally:
         backend.use("numpy")
     return dict(config=config_name, cell=cell, attention=attention, column=column, loss=float(loss),
                 train_tok_s=batch.num_tokens / train_s, greedy_sent_s=len(src) / greedy_s,
-                beam_sent_s=len(src) / beam_s, device=name, versions=versions)
+                beam_sent_s=len(src) / beam_s, device=name, versions=versions, **copies)
 
 
 def timed(function, repeats, on_gpu):
@@ -188,14 +196,20 @@ def _cuda_event_seconds(function):
 
 
 def markdown(rows):
-    lines = ["| config | cell | attention | column | train tok/s | greedy sent/s | beam 5 sent/s | device |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | --- |"]
+    """The table; "device -> host" gives the copies (and bytes) of one training step, one greedy and one beam
+    decode of the batch, for the columns on a device (kernel launches are not counted: CuPy keeps no count)."""
+    lines = ["| config | cell | attention | column | train tok/s | greedy sent/s | beam 5 sent/s "
+             "| device -> host: train step, greedy, beam | device |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         if "why" in r:
-            lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['column']} | — | — | — | {r['why']} |")
-        else:
-            lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['column']} | {r['train_tok_s']:,.0f} "
-                         f"| {r['greedy_sent_s']:,.1f} | {r['beam_sent_s']:,.1f} | {r['device']} |")
+            lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['column']} | — | — | — | — "
+                         f"| {r['why']} |")
+            continue
+        copies = "; ".join(f"{r[f'd2h_{w}']} ({r[f'd2h_{w}_bytes']:,} B)" for w in ("train", "greedy", "beam")
+                           ) if "d2h_train" in r else "—"
+        lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['column']} | {r['train_tok_s']:,.0f} "
+                     f"| {r['greedy_sent_s']:,.1f} | {r['beam_sent_s']:,.1f} | {copies} | {r['device']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,8 @@ NumPy's API. This module chooses the active one and moves arrays between them.
     asarray(a, dtype=None)       an array on the active backend (float32 unless told)
     to_numpy(a)                  a NumPy array on the host, whatever ``a`` was
     to_float(a)                  a one-element array as a Python float (a device -> host copy on the GPU)
+    transfers                    the device -> host copies made through to_numpy (and so to_float, to_bool):
+                                 ``.count`` and ``.bytes`` since ``.reset()``
     rng(seed)                    a seeded random generator on the active backend
 
 Floating point: float32 by default (fast), float64 on request (gradient checks).
@@ -22,6 +24,20 @@ BACKENDS = ("numpy", "cupy", "fakecupy")
 DEFAULT_DTYPE = numpy.float32
 
 _active = None  # the chosen array module; None until first use
+
+
+class Transfers:
+    """Device -> host copies made through ``to_numpy``: how many, and how many bytes, since ``reset()``. Every
+    copy minis2s makes goes through it (the stand-in refuses any other), so this counts a step's syncs."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.count, self.bytes = 0, 0
+
+
+transfers = Transfers()
 
 
 class BackendError(RuntimeError):
@@ -119,6 +135,8 @@ def asarray(a, dtype=None):
 def to_numpy(a):
     """``a`` as a NumPy array on the host (a copy from the GPU for CuPy arrays)."""
     if hasattr(a, "get") and array_module(a) is not numpy:
+        transfers.count += 1
+        transfers.bytes += int(a.nbytes)
         return a.get()
     return numpy.asarray(a)
 
