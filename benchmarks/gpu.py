@@ -67,7 +67,7 @@ def main(argv=None):
         print("no GPU column ran here: nothing written (a GPU result is one that ran on a GPU)")
         return rows
     os.makedirs(args.out, exist_ok=True)
-    keys = ("config", "column", "train_tok_s", "greedy_sent_s", "beam_sent_s", "device", "versions")   # API.md's
+    keys = ("config", "column", "train_tok_s", "greedy_sent_s", "beam_sent_s", "device", "versions")   # as API.md fixes them
     with open(os.path.join(args.out, "gpu.json"), "w", encoding="utf-8") as stream:
         json.dump([{k: r.get(k) for k in keys} for r in rows if "why" not in r], stream, indent=1)
     with open(os.path.join(args.out, "gpu.md"), "w", encoding="utf-8") as stream:
@@ -154,7 +154,8 @@ def measure(column, config_name, cell, attention, repeats):
                 for what, run in runs.items():
                     backend.transfers.reset()
                     run()
-                    copies[f"d2h_{what}"], copies[f"d2h_{what}_bytes"] = backend.transfers.count, backend.transfers.bytes
+                    copies[f"d2h_{what}"] = backend.transfers.count
+                    copies[f"d2h_{what}_bytes"] = backend.transfers.bytes
     finally:
         backend.use("numpy")
     return dict(config=config_name, cell=cell, attention=attention, column=column, loss=float(loss),

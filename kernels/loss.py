@@ -18,6 +18,8 @@ import math
 import numba
 import numpy
 
+from minis2s.loss import length_mask
+
 from .rnn import _KERNEL
 from .scalar import exp_of
 
@@ -107,7 +109,7 @@ def projected_cross_entropy(outputs, weight, bias, targets, lengths, label_smoot
     target length, so they hold little target padding; the benchmark's none.)"""
     steps, batch, hidden = outputs.shape
     dtype = outputs.dtype
-    real = numpy.flatnonzero((numpy.arange(steps)[:, None] < lengths[None, :]).reshape(-1))   # the rows t*B + b
+    real = numpy.flatnonzero(length_mask(lengths, steps).reshape(-1))    # the real tokens' rows t*B + b
     count = max(real.size, 1)
     every = real.size == steps * batch                                    # no padding: no gather, no scatter
     o = outputs.reshape(-1, hidden) if every else outputs.reshape(-1, hidden)[real]    # (N, H) real tokens

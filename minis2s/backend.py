@@ -27,8 +27,9 @@ _active = None  # the chosen array module; None until first use
 
 
 class Transfers:
-    """Device -> host copies made through ``to_numpy``: how many, and how many bytes, since ``reset()``. Every
-    copy minis2s makes goes through it (the stand-in refuses any other), so this counts a step's syncs."""
+    """Device -> host copies made through ``to_numpy``: how many, and how many bytes, since ``reset()``.
+    minis2s makes its copies only there (the suite, run on the stand-in, which refuses implicit copies,
+    holds it to that), so this counts a step's syncs on CuPy too."""
 
     def __init__(self):
         self.reset()
