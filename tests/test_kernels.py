@@ -368,9 +368,10 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
         loss = model.loss_and_grads(batch)
         return loss, {name: g.copy() for name, g in model.grads.items()}
 
-    # the encoder's sequences; the decoder's steps (without attention it too runs over whole sequences; the
-    # one-layer Bahdanau decoder runs as one compiled loop, kernels/decoder.py, whose own test is below)
-    names = ("direction_backward",) + ((f"{cell}_step_backward",) if attention.startswith("luong") else ())
+    # the encoder's sequences; the decoder's steps with input feeding (without attention or with Luong's and no
+    # feeding it too runs over whole sequences; the one-layer Bahdanau decoder runs as one compiled loop,
+    # kernels/decoder.py, whose own test is below)
+    names = ("direction_backward",) + ((f"{cell}_step_backward",) if options.get("input_feeding") else ())
     with spying(kernels.rnn, *names) as calls:
         (fast_loss, fast_grads), (loss, grads) = both(run)
     assert min(calls.values()) > 0

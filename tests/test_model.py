@@ -119,30 +119,39 @@ def test_bad_options_are_named():
 
 @pytest.mark.parametrize("cell,options", [("rnn", dict()), ("lstm", dict(num_layers=2)),
                                           ("gru", dict(bidirectional=True, num_layers=2)),
-                                          ("lstm", dict(reverse_source=True, label_smoothing=0.1))])
+                                          ("lstm", dict(reverse_source=True, label_smoothing=0.1)),
+                                          ("gru", dict(attention="luong-dot")),
+                                          ("lstm", dict(attention="luong-general", num_layers=2)),
+                                          ("gru", dict(attention="luong-dot", bidirectional=True,
+                                                       reverse_source=True))])
 def test_decoder_over_whole_sequences_equals_the_decoder_step_by_step(cell, options, monkeypatch):
-    """Without attention and feeding, teacher-forced training runs the decoder's stack layer by layer over
-    all steps (forward_whole_sequences); the step-by-step loop gives the same loss and gradients."""
+    """Without Bahdanau attention and feeding, teacher-forced training runs the decoder's stack layer by layer
+    over all steps (forward_whole_sequences), then Luong's attention for all steps at once; the step-by-step
+    loop gives the same loss, gradients and attention weights."""
     from minis2s import model as model_module
     rng = numpy.random.default_rng(3)
     batch = checks.random_batch(rng, (4, 2, 5), (3, 5, 1), 11, 12)
 
     def run():
-        model = minis2s.Seq2Seq(11, 12, cell=cell, attention="none", emb_size=5, hidden_size=6, dtype="float64",
-                                seed=2, **options)
+        model = minis2s.Seq2Seq(11, 12, cell=cell, emb_size=5, hidden_size=6, dtype="float64", seed=2,
+                                **{"attention": "none", **options})
         loss = model.loss_and_grads(batch)
-        return loss, {name: host(g).copy() for name, g in model.grads.items()}
+        _, cache = model.forward(batch, train=False)
+        return loss, {name: host(g).copy() for name, g in model.grads.items()}, cache.weights
 
     taken = []
     whole = model_module.Seq2Seq.forward_whole_sequences
     monkeypatch.setattr(model_module.Seq2Seq, "forward_whole_sequences",
                         lambda self, *args: taken.append(1) or whole(self, *args))
-    loss, grads = run()
+    loss, grads, weights = run()
     assert taken                                                      # the whole-sequence path ran
     monkeypatch.setattr(model_module.Seq2Seq, "forward_whole_sequences",
                         lambda self, batch, encoded, enc_cache, train:
                         self.forward_teacher_forced(batch, encoded, enc_cache, train))
-    step_loss, step_grads = run()
+    step_loss, step_grads, step_weights = run()
     assert abs(float(loss) - float(step_loss)) <= 1e-12 * abs(float(step_loss))
     for name, g in step_grads.items():
         numpy.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
+    assert (weights is None) == (step_weights is None)
+    if weights is not None:                                           # (T, S, B), for the heatmaps
+        numpy.testing.assert_allclose(host(weights), host(step_weights), rtol=1e-12, atol=1e-15)

@@ -29,6 +29,20 @@ Backward (dctx from above), the mirror image:
                     dKW_s += dpre_s   (the projected memory's gradient, summed over all decoder steps;
                                        ``project_memory_backward`` then: dW_k += dKW^T K,  dK += dKW W_k)
                     dqW = sum_s dpre_s,  dW_q += dqW^T q,  dq = dqW W_q
+
+Every step at once (``forward_steps`` / ``backward_steps``, the Luong kinds): when the queries h_1..h_T
+are all known before attention runs (Luong without input feeding, under teacher forcing: the decoder's
+RNN then never sees the context), the T steps are two matrix products per sentence b, batch first,
+with Q_b (T, Q) the queries, K_b (S, M) the memory:
+
+    U_b      = Q_b (dot)  or  Q_b W_a^T (general)     (T, M)  the vectors scored against the memory
+    scores_b = U_b K_b^T                               (T, S)
+    alpha_b  = masked softmax over s, row by row       (T, S)
+    C_b      = alpha_b K_b                             (T, M)  row t is ctx_t
+
+and back: dalpha_b = dC_b K_b^T,  dK_b = alpha_b^T dC_b,  dscores = alpha (dalpha - sum_s alpha dalpha),
+dU_b = dscores_b K_b,  dK_b += dscores_b^T U_b,  then dQ = dU (dot) or dW_a += dU^T Q, dQ = dU W_a.
+The same equations as the step-by-step ones above, with the sums over s and over t as matrix products.
 """
 from typing import NamedTuple
 
@@ -47,6 +61,14 @@ class AttentionCache(NamedTuple):
     weights: object       # (S, B) alpha
     phi: object           # (S, B, A) bahdanau's tanh(W_q q + W_k K_s); None for the Luong kinds
     u: object             # (B, M) luong-general's W_a q; None for the others
+
+
+class StepsAttentionCache(NamedTuple):
+    """``forward_steps``'s cache: everything batch first."""
+    query: object         # (B, T, Q) the queries
+    u: object             # (B, T, M) U: the queries (dot) or W_a q (general)
+    memory: object        # (B, S, M) K
+    weights: object       # (B, T, S) alpha
 
 
 class Attention(Module):
@@ -97,6 +119,36 @@ class Attention(Module):
         dscores = softmax_context_backward(dctx, cache.weights, memory, dmemory)
         return self.scores_backward(dscores, cache, memory, dmemory, dprojected)
 
+    # ------------------------------------------------------------------ every step at once (Luong kinds)
+
+    def forward_steps(self, queries, memory, mask):
+        """queries (T, B, Q) every step's query, memory (S, B, M), mask (S, B) -> ctx (T, B, M),
+        weights (T, S, B), cache. The Luong kinds only (bahdanau's query h_t-1 depends on the context)."""
+        K = memory.transpose(1, 0, 2)                                        # (B, S, M)
+        query = queries.transpose(1, 0, 2)                                   # (B, T, Q)
+        u = query if self.kind == "luong-dot" else query @ self.params["W_a"].T    # U = Q or Q W_a^T
+        scores = u @ K.transpose(0, 2, 1)                                    # (B, T, S) = U K^T
+        weights = masked_softmax(scores, mask.T[:, None, :], axis=2)
+        ctx = weights @ K                                                    # (B, T, M) = alpha K
+        return ctx.transpose(1, 0, 2), weights.transpose(1, 2, 0), StepsAttentionCache(query, u, K, weights)
+
+    def backward_steps(self, dctx, cache):
+        """dctx (T, B, M) -> dqueries (T, B, Q), dmemory (S, B, M); adds dW_a (luong-general)."""
+        K, alpha = cache.memory, cache.weights
+        dC = dctx.transpose(1, 0, 2)                                         # (B, T, M)
+        dalpha = dC @ K.transpose(0, 2, 1)                                   # C = alpha K
+        dK = alpha.transpose(0, 2, 1) @ dC
+        dscores = alpha * (dalpha - (alpha * dalpha).sum(axis=2, keepdims=True))  # through the softmax
+        du = dscores @ K                                                     # scores = U K^T
+        dK += dscores.transpose(0, 2, 1) @ cache.u
+        dquery = du
+        if self.kind == "luong-general":                                     # U = Q W_a^T
+            self.grads["W_a"] += du.reshape(-1, du.shape[2]).T @ cache.query.reshape(-1, cache.query.shape[2])
+            dquery = du @ self.params["W_a"]
+        return dquery.transpose(1, 0, 2), dK.transpose(1, 0, 2)
+
+    # ------------------------------------------------------------------ scores, one step
+
     def scores_forward(self, query, memory, projected):
         """-> scores (S, B), phi (S, B, A) or None, u (B, M) or None."""
         if self.kind == "bahdanau":
@@ -123,13 +175,13 @@ class Attention(Module):
         return du @ self.params["W_a"]
 
 
-def masked_softmax(scores, mask):
-    """Softmax over the source axis 0 of scores (S, B); exactly 0 where mask is False."""
+def masked_softmax(scores, mask, axis=0):
+    """Softmax over the source axis of scores ((S, B) by default); exactly 0 where mask is False."""
     xp = backend.array_module(scores)
     scores = xp.where(mask, scores, -xp.inf)
-    shifted = scores - scores.max(axis=0, keepdims=True)     # every column has a real position
+    shifted = scores - scores.max(axis=axis, keepdims=True)  # every sentence has a real position
     e = xp.exp(shifted)                                       # exp(-inf) = 0 exactly
-    return e / e.sum(axis=0, keepdims=True)
+    return e / e.sum(axis=axis, keepdims=True)
 
 
 @twin("attention.softmax_context")

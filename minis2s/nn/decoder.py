@@ -32,7 +32,10 @@ dcv and the attention's dK, dKW are summed over all steps; after the loop ``weig
 cell stack's weight gradients as one product each and returns demb = dXW^0 W_ih^0[:, :E].
 With teacher forcing every input is known before the loop starts: ``steps_forward`` runs the steps
 in turn, ``steps_backward`` walks them back (they have a fast twin, kernels/decoder.py, that runs
-the whole loop of a one-layer Bahdanau decoder as one compiled loop each way).
+the whole loop of a one-layer Bahdanau decoder as one compiled loop each way). A decoder whose cells
+are fed nothing but the embedding (no attention, or Luong's without input feeding; no context
+feeding) needs no step loop in training: model.py's ``forward_whole_sequences`` runs its stack over all
+steps at once, then Luong's attention for all steps (``Attention.forward_steps``).
 Derivations: docs/derivations/attention.md.
 """
 from typing import NamedTuple
@@ -98,8 +101,8 @@ class Decoder(Module):
     # ------------------------------------------------------------------ Luong's attentional hidden state
 
     def combine_forward(self, ctx, h):
-        """ctx (B, M), h (B, H) -> h~ = tanh(W_c [ctx ; h]) (B, H), cache."""
-        joined = backend.array_module(h).concatenate([ctx, h], axis=1)
+        """ctx (B, M), h (B, H) -> h~ = tanh(W_c [ctx ; h]) (B, H), cache (or every step at once: (T, B, ...))."""
+        joined = backend.array_module(h).concatenate([ctx, h], axis=-1)
         pre, linear_cache = self.combine.forward(joined)
         h_tilde = tanh_forward(pre)
         return h_tilde, CombineCache(linear_cache, h_tilde)
@@ -108,7 +111,7 @@ class Decoder(Module):
         """dh~ (B, H) -> dctx (B, M), dh (B, H); adds dW_c."""
         dpre = tanh_backward(dh_tilde, cache.h_tilde)                    # h~ = tanh(pre)
         djoined = self.combine.backward(dpre, cache.linear)              # pre = W_c [ctx ; h]
-        return djoined[:, :self.memory_size], djoined[:, self.memory_size:]
+        return djoined[..., :self.memory_size], djoined[..., self.memory_size:]
 
     # ------------------------------------------------------------------ layer 0's extra inputs
 
