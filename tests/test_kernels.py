@@ -384,7 +384,9 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
 
 
 DECODER_CASES = [("gru", dict()), ("lstm", dict()), ("gru", dict(context_feeding=True, dropout=0.3)),
-                 ("lstm", dict(bidirectional=True, context_feeding=True, dropout=0.2, reverse_source=True))]
+                 ("lstm", dict(bidirectional=True, context_feeding=True, dropout=0.2, reverse_source=True)),
+                 ("lstm", dict(num_layers=2, dropout=0.3)),
+                 ("gru", dict(num_layers=3, bidirectional=True, context_feeding=True, dropout=0.2))]
 PLAIN_DECODER_CASES = [("gru", dict(attention="none")), ("lstm", dict(attention="none", context_feeding=True)),
                        ("rnn", dict(attention="none", bidirectional=True))]
 
@@ -393,8 +395,9 @@ PLAIN_DECODER_CASES = [("gru", dict(attention="none")), ("lstm", dict(attention=
 @pytest.mark.parametrize("cell,options", DECODER_CASES)
 def test_decoder_loop_kernel_matches_the_reference(cell, options, dtype, tolerance):
     """The whole teacher-forced decoder loop (kernels/decoder.py) against the reference's steps: loss, the
-    attention weights and every gradient of a padded batch, with dropout (the same masks) and context
-    feeding; the compiled loop must have run (its cache, not the reference's step caches)."""
+    attention weights and every gradient of a padded batch, with dropout (the same masks, between layers
+    too), context feeding and stacks of 1-3 layers; the compiled loop must have run (its cache, not the
+    reference's step caches)."""
     from minis2s import checks
     from minis2s.kernels.decoder import StepsCache
     caches = []
@@ -456,11 +459,11 @@ def test_decode_step_kernel_matches_the_reference(cell, options, dtype, toleranc
 
 
 def test_decoder_loop_kernel_leaves_other_decoders_to_the_reference():
-    """Two layers, Luong, input feeding: the twin hands them to the reference loop."""
+    """Input feeding, the plain RNN cell: the twin hands them to the reference loop."""
     from minis2s import checks
     rng = numpy.random.default_rng(0)
     batch = checks.random_batch(rng, (3, 2), (2, 4), 9, 9)
-    for options in (dict(num_layers=2), dict(attention="luong-dot", input_feeding=True), dict(cell="rnn")):
+    for options in (dict(attention="luong-dot", input_feeding=True), dict(cell="rnn")):
         model = minis2s.Seq2Seq(9, 9, emb_size=4, hidden_size=4, seed=1, **{"attention": "bahdanau", **options})
         _, cache = model.forward(batch, train=True)
         assert isinstance(cache.steps, list)
