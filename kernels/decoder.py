@@ -290,8 +290,10 @@ def _operands(decoder, encoded):
     start = decoder.emb_size
     contiguous = numpy.ascontiguousarray
 
-    def stacked(name, first, shape):
-        parts = [rnn[f"{name}_l{k}"] for k in range(first, layers)]
+    def stacked(name, first, shape):                                 # one layer: a view, no copy (a decoding
+        parts = [rnn[f"{name}_l{k}"] for k in range(first, layers)]  # step calls this every step)
+        if len(parts) == 1:
+            return contiguous(parts[0][None])
         return numpy.stack(parts) if parts else numpy.empty((0,) + shape, dtype=W_ih.dtype)
     W_up = stacked("weight_ih", 1, W_ih[:, :decoder.hidden_size].shape)
     b_up = stacked("bias_ih", 1, rnn["bias_ih_l0"].shape)
