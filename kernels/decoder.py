@@ -1,15 +1,15 @@
 """The decoder's time loop under teacher forcing: the fast twin of ``minis2s.nn.decoder.steps_forward`` and
-``steps_backward`` for a GRU or LSTM decoder with Bahdanau attention (the default model), a stack of any
-number of layers, with or without context feeding and dropout; and the same loop run for one step, the
-twin of ``decode_step`` (greedy and beam search). Any other decoder goes to the reference (input feeding,
-the plain RNN cell; Luong without input feeding and no attention never reach it in training: model.py
-runs them over whole sequences).
+``steps_backward`` for a GRU or LSTM decoder with attention (Bahdanau's, the default model, or Luong's dot
+or general, with or without input feeding), a stack of any number of layers, with or without context
+feeding and dropout; and the same loop run for one step, the twin of ``decode_step`` (greedy and beam
+search). The plain RNN cell goes to the reference. (In training, a decoder without attention, or with
+Luong's and no feeding at all, never reaches this loop: model.py runs it over whole sequences.)
 
 The reference runs each step as a dozen Python calls (attention, the extras, the cell stack, dropout),
 each with its own (S, B, A) or (B, G*H) temporaries; at the ``small`` size those round trips are most
 of a training step. Here the whole loop is one compiled call each way, with the same equations
 (nn/decoder.py, nn/attention.py; the cell's row maths is rnn.py's, shared with the encoder's kernels).
-One step t, with h = h_t-1 (the top layer's, for a stack):
+One step t of a Bahdanau decoder, with h = h_t-1 (the top layer's, for a stack):
 
     qW      = h W_q^T                                   BLAS, from inside the loop
     phi_s   = tanh(KW_s + qW),  score_s = v . phi_s     one pass over (S, B, A), KW = K W_k^T (precomputed)
@@ -32,6 +32,17 @@ and back, t = T-1 .. 0, carrying dh (and dc):
     dv     += sum dscore_s phi_s,  dpre_s = dscore_s v (1 - phi_s^2),  dKW_s += dpre_s,  dqW = sum_s dpre_s
     dh     += dqW W_q                                   the query was h_t-1
 
+A Luong decoder's step attends after the cells, with the top layer's new h_t:
+
+    xw      = xw_emb_t + cv W_cv^T + h~_t-1 W_feed^T    input feeding: W_ih = [W_emb | W_feed | W_cv]
+    h_t     = cell stack(xw, ...)                       as above
+    u       = h_t (dot) or h_t W_a^T (general),  score_s = K_s . u,  alpha, ctx as above
+    h~_t    = tanh(ctx W_c1^T + h_t W_c2^T)             W_c = [W_c1 | W_c2], the combine layer; o_t = dropout(h~_t)
+
+and back: dpre = (do_t + dh~_t) (1 - h~_t^2) with dh~_t carried from step t+1's input (input feeding);
+dctx = dpre W_c1, dh_t = dpre W_c2 + dq; through the softmax and the scores, du_s, dK_s += dscore_s u,
+dq = du (dot) or du W_a (general); the cell stack as above; dh~_t-1 = dxw^0 W_feed.
+
 After the loop, as in the reference, every weight gradient is one matrix product over all steps.
 """
 from typing import NamedTuple
@@ -40,7 +51,7 @@ import numba
 import numpy
 
 from . import blas
-from .attention import softmax_context_into
+from .attention import _context_backward, _dot, softmax_context_into
 from .blas import gemm
 from .rnn import _KERNEL, gru_row, gru_row_backward, lstm_row, lstm_row_backward
 from .scalar import tanh_of
@@ -50,16 +61,21 @@ class StepsCache(NamedTuple):
     """What the compiled forward keeps for its backward (in place of the reference's T StepCaches);
     per-layer arrays layer first, so that each layer's (T, B, ...) block is contiguous."""
     cell: str
-    h_prev: object        # (L, T, B, H) the state entering each step (the top layer's: the query)
+    attention: str        # bahdanau, luong-dot or luong-general
+    out: object           # (T, B, H) every step's output before dropout: h_t, or Luong's h~_t
+    h_prev: object        # (L, T, B, H) the state entering each step
     ctx: object           # (T, B, M) each step's context vector
-    phi: object           # (T, S, B, A) tanh(KW_s + qW)
     weights: object       # (T, S, B) alpha
     gates: object         # (L, T, B, G*H)
     below: object         # (L-1, T, B, H) the inputs of the layers above the first, after dropout
-    gh_n: object          # GRU (L, T, B, H) W_hn h + b_hn; else None
-    c_prev: object        # LSTM (L, T, B, H) the cell state entering each step; else None
-    tanh_c: object        # LSTM (L, T, B, H) tanh(c'); else None
-    layer_masks: object   # (L-1, T, B, H) the dropout masks on those inputs, or None
+    gh_n: object          # GRU (L, T, B, H) W_hn h + b_hn; else empty
+    c_prev: object        # LSTM (L, T, B, H) the cell state entering each step; else empty
+    tanh_c: object        # LSTM (L, T, B, H) tanh(c'); else empty
+    phi: object           # bahdanau (T, S, B, A) tanh(KW_s + qW); else None
+    u: object             # luong (T, B, M) the vector scored against the memory; else None
+    tops: object          # luong (T, B, H) the top layer's h_t (the query); else None
+    feeds: object         # input feeding (T, B, H) h~_t-1, layer 0's extra input; else None
+    layer_masks: object   # (L-1, T, B, H) the dropout masks on the upper layers' inputs, or None
     out_masks: object     # (T, B, H) the dropout masks on o_t, or None
 
 
@@ -117,12 +133,44 @@ def _attend_backward(dctx, memory, phi, weights, v, dv, dmemory, dprojected, dsc
                 q[a] += d
 
 
-# ----------------------------------------------------------------------------- the loops
+# ----------------------------------------------------------------------------- Luong's attention, one step
+
+@numba.njit(**_KERNEL)
+def _attend_luong(q, W_a, general, memory, mask, u, scores, weights, ctx, one):
+    """Luong's attention queried by h_t (B, H): u = q (dot) or q W_a^T (general), score_s = K_s . u ->
+    u (B, M), weights (S, B), ctx (B, M)."""
+    if general:
+        gemm(True, q, W_a, one - one, u)                             # u = W_a q
+    else:
+        u[:] = q
+    for s in range(memory.shape[0]):
+        for b in range(memory.shape[1]):
+            scores[s, b] = _dot(memory[s, b], u[b])                  # score_s = K_s . u
+    softmax_context_into(scores, mask, memory, weights, ctx)
+
+
+@numba.njit(**_KERNEL)
+def _attend_luong_backward(dctx, memory, weights, u, dscores, du, dmemory, one):
+    """dctx (B, M) -> du (B, M) the gradient of u; adds dK into dmemory (S, B, M)."""
+    _context_backward(dctx, weights, memory, dmemory, dscores)       # through ctx = sum alpha K, the softmax
+    du[:] = one - one
+    for s in range(memory.shape[0]):
+        for b in range(memory.shape[1]):
+            d = dscores[s, b]
+            if d == 0:
+                continue
+            k, dk, ub, dub = memory[s, b], dmemory[s, b], u[b], du[b]
+            for m in range(k.shape[0]):
+                dub[m] += d * k[m]                                   # score_s = K_s . u
+                dk[m] += d * ub[m]
+
+
+# ----------------------------------------------------------------------------- the stack, one step
 
 # A stack of L layers, arrays layer first: W_hh (L, G*H, H), b_hh (L, G*H); the layers above the first
 # take the new h of the layer below through dropout: W_up (L-1, G*H, H), b_up (L-1, G*H), their inputs
-# kept in below (L-1, T, B, H), the masks in drop (L-1, T, B, H) when ``dropping``. The query is the top
-# layer's h_t-1; the context joins layer 0's input side.
+# kept in below (L-1, T, B, H), the masks in drop (L-1, T, B, H) when ``dropping``. ``lstm`` picks the
+# cell; the other cell's arrays are empty.
 
 @numba.njit(**_KERNEL)
 def _layer_input(k, t, h, W_up, b_up, drop, dropping, below, x):
@@ -144,122 +192,152 @@ def _layer_input_backward(k, t, dx, W_up, drop, dropping, dbelow):
 
 
 @numba.njit(**_KERNEL)
-def _through_step(t, dxw0, W_ctx, W_q, v, memory, phi, weights, one, dh_top, dctx, dscores, dqw, dmemory,
-                  dprojected, dv):
-    """After the cells' backward at step t (dxw0 (B, G*H) layer 0's): the attention's share, into dh_top
-    (the gradient of the top layer's h_t-1, the query) and the attention's sums."""
+def _stack_step(lstm, t, x0, h, c, W_hh, b_hh, W_up, b_up, drop, dropping, below, h_prev, c_prev, gates, gh_n,
+                tanh_c, scratch, x_up, one):
+    """Step t through every layer: x0 (B, G*H) layer 0's input side; h (L, B, H) and c <- the new states
+    (h_prev, c_prev keep the old ones)."""
     zero = one - one
-    gemm(False, dxw0, W_ctx, zero, dctx)                             # dctx = dxw W_ctx
-    _attend_backward(dctx, memory, phi[t], weights[t], v, dv, dmemory, dprojected, dscores, dqw[t], one)
-    gemm(False, dqw[t], W_q, one, dh_top)                            # dh += dqW W_q (the query was h_t-1)
-
-
-@numba.njit(**_KERNEL)
-def _gru_steps_forward(xw, W_hh, b_hh, W_up, b_up, drop, dropping, W_ctx, W_q, v, memory, projected, mask, one,
-                       h, out, h_prev, ctx, phi, weights, gates, gh_n, below):
-    steps, batch, three = xw.shape
-    layers = h.shape[0]
-    zero = one - one
-    qw = numpy.empty((batch, projected.shape[2]), dtype=xw.dtype)
-    scores = numpy.empty((memory.shape[0], batch), dtype=xw.dtype)
-    gh = numpy.empty((batch, three), dtype=xw.dtype)
-    x_up = numpy.empty((batch, three), dtype=xw.dtype)
-    for t in range(steps):
-        _attend(h[layers - 1], W_q, v, memory, projected, mask, qw, scores, phi[t], weights[t], ctx[t], one)
-        gemm(True, ctx[t], W_ctx, one, xw[t])                        # xw_t += ctx_t W_ctx^T
-        for k in range(layers):
-            x = xw[t]
-            if k > 0:
-                _layer_input(k, t, h, W_up, b_up, drop, dropping, below, x_up)
-                x = x_up
-            h_prev[k, t] = h[k]
-            gemm(True, h[k], W_hh[k], zero, gh)
-            for row in range(batch):                                 # h[k] <- h' (h_prev keeps h)
-                gru_row(x[row], gh[row], b_hh[k], gates[k, t, row], gh_n[k, t, row], h_prev[k, t, row],
-                        h[k, row], one)
-        out[t] = h[layers - 1]
-
-
-@numba.njit(**_KERNEL)
-def _gru_steps_backward(dout, h_prev, gates, gh_n, W_hh, W_up, drop, dropping, W_ctx, W_q, v, memory, phi,
-                        weights, one, dh, dxw, dgh, dqw, dmemory, dprojected, dv):
-    steps, batch, hidden = dout.shape
-    layers = dh.shape[0]
-    dctx = numpy.empty((batch, memory.shape[2]), dtype=dout.dtype)
-    dscores = numpy.empty((memory.shape[0], batch), dtype=dout.dtype)
-    dbelow = numpy.empty((batch, hidden), dtype=dout.dtype)
-    for t in range(steps - 1, -1, -1):
-        reaching = dout[t]                                           # the gradient of layer k's h_t from above
-        for k in range(layers - 1, -1, -1):
-            for row in range(batch):
-                gru_row_backward(reaching[row], dh[k, row], gates[k, t, row], gh_n[k, t, row],
-                                 h_prev[k, t, row], dxw[k, t, row], dgh[k, t, row], one)
-            gemm(False, dgh[k, t], W_hh[k], one, dh[k])              # dh += dgh W_hh
-            if k > 0:
-                _layer_input_backward(k, t, dxw[k, t], W_up, drop, dropping, dbelow)
-                reaching = dbelow
-        _through_step(t, dxw[0, t], W_ctx, W_q, v, memory, phi, weights, one, dh[layers - 1], dctx, dscores,
-                      dqw, dmemory, dprojected, dv)
-
-
-@numba.njit(**_KERNEL)
-def _lstm_steps_forward(xw, W_hh, b_hh, W_up, b_up, drop, dropping, W_ctx, W_q, v, memory, projected, mask, one,
-                        h, c, out, h_prev, c_prev, ctx, phi, weights, gates, tanh_c, below):
-    steps, batch, four = xw.shape
-    hidden = four // 4
-    layers = h.shape[0]
-    zero = one - one
-    qw = numpy.empty((batch, projected.shape[2]), dtype=xw.dtype)
-    scores = numpy.empty((memory.shape[0], batch), dtype=xw.dtype)
-    a = numpy.empty((batch, four), dtype=xw.dtype)
-    x_up = numpy.empty((batch, four), dtype=xw.dtype)
-    for t in range(steps):
-        _attend(h[layers - 1], W_q, v, memory, projected, mask, qw, scores, phi[t], weights[t], ctx[t], one)
-        gemm(True, ctx[t], W_ctx, one, xw[t])                        # xw_t += ctx_t W_ctx^T
-        for k in range(layers):
-            x = xw[t]
-            if k > 0:
-                _layer_input(k, t, h, W_up, b_up, drop, dropping, below, x_up)
-                x = x_up
-            h_prev[k, t] = h[k]
+    layers, batch, hidden = h.shape
+    for k in range(layers):
+        x = x0
+        if k > 0:
+            _layer_input(k, t, h, W_up, b_up, drop, dropping, below, x_up)
+            x = x_up
+        h_prev[k, t] = h[k]
+        gemm(True, h[k], W_hh[k], zero, scratch)                     # h W_hh^T
+        if lstm:
             c_prev[k, t] = c[k]
-            gemm(True, h[k], W_hh[k], zero, a)
-            for row in range(batch):                                 # c[k] <- c' (c_prev keeps c)
+            for row in range(batch):
                 g, tc, new = gates[k, t, row], tanh_c[k, t, row], h[k, row]
-                lstm_row(x[row], a[row], b_hh[k], g, c_prev[k, t, row], tc, c[k, row], one)
+                lstm_row(x[row], scratch[row], b_hh[k], g, c_prev[k, t, row], tc, c[k, row], one)
                 for j in range(hidden):
                     new[j] = g[3 * hidden + j] * tc[j]               # h' = o tanh(c')
+        else:
+            for row in range(batch):
+                gru_row(x[row], scratch[row], b_hh[k], gates[k, t, row], gh_n[k, t, row], h_prev[k, t, row],
+                        h[k, row], one)
+
+
+@numba.njit(**_KERNEL)
+def _stack_step_backward(lstm, t, reaching, dh, dc, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_up, drop,
+                         dropping, dxw, dgh, dbelow, one):
+    """Step t back through every layer, top first: reaching (B, H) the gradient of the top layer's h_t from
+    above -> dxw[:, t], dgh[:, t] (the same array for the LSTM); dh (and dc) <- the gradients of the states
+    entering step t."""
+    layers, batch, hidden = dh.shape
+    for k in range(layers - 1, -1, -1):
+        for row in range(batch):
+            if lstm:
+                lstm_row_backward(reaching[row], dh[k, row], dc[k, row], gates[k, t, row], c_prev[k, t, row],
+                                  tanh_c[k, t, row], dxw[k, t, row], one)
+            else:
+                gru_row_backward(reaching[row], dh[k, row], gates[k, t, row], gh_n[k, t, row], h_prev[k, t, row],
+                                 dxw[k, t, row], dgh[k, t, row], one)
+        gemm(False, dgh[k, t], W_hh[k], one, dh[k])                  # dh += dgh W_hh
+        if k > 0:
+            _layer_input_backward(k, t, dxw[k, t], W_up, drop, dropping, dbelow)
+            reaching = dbelow
+
+
+# ----------------------------------------------------------------------------- the loops
+
+@numba.njit(**_KERNEL)
+def _bahdanau_forward(lstm, xw, h, c, W_hh, b_hh, W_up, b_up, drop, dropping, W_ctx, W_q, v, memory, projected,
+                      mask, one, out, ctx, phi, weights, h_prev, c_prev, gates, gh_n, tanh_c, below):
+    steps, batch, size = xw.shape
+    layers = h.shape[0]
+    qw = numpy.empty((batch, projected.shape[2]), dtype=xw.dtype)
+    scores = numpy.empty((memory.shape[0], batch), dtype=xw.dtype)
+    scratch = numpy.empty((batch, size), dtype=xw.dtype)
+    x_up = numpy.empty((batch, size), dtype=xw.dtype)
+    for t in range(steps):
+        _attend(h[layers - 1], W_q, v, memory, projected, mask, qw, scores, phi[t], weights[t], ctx[t], one)
+        gemm(True, ctx[t], W_ctx, one, xw[t])                        # xw_t += ctx_t W_ctx^T
+        _stack_step(lstm, t, xw[t], h, c, W_hh, b_hh, W_up, b_up, drop, dropping, below, h_prev, c_prev, gates,
+                    gh_n, tanh_c, scratch, x_up, one)
         out[t] = h[layers - 1]
 
 
 @numba.njit(**_KERNEL)
-def _lstm_steps_backward(dout, gates, c_prev, tanh_c, W_hh, W_up, drop, dropping, W_ctx, W_q, v, memory, phi,
-                         weights, one, dh, dc, da, dqw, dmemory, dprojected, dv):
+def _bahdanau_backward(lstm, dout, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_up, drop, dropping, W_ctx, W_q, v,
+                       memory, phi, weights, one, dh, dc, dxw, dgh, dqw, dmemory, dprojected, dv):
     steps, batch, hidden = dout.shape
     layers = dh.shape[0]
+    zero = one - one
     dctx = numpy.empty((batch, memory.shape[2]), dtype=dout.dtype)
     dscores = numpy.empty((memory.shape[0], batch), dtype=dout.dtype)
     dbelow = numpy.empty((batch, hidden), dtype=dout.dtype)
     for t in range(steps - 1, -1, -1):
-        reaching = dout[t]
-        for k in range(layers - 1, -1, -1):
-            for row in range(batch):
-                lstm_row_backward(reaching[row], dh[k, row], dc[k, row], gates[k, t, row], c_prev[k, t, row],
-                                  tanh_c[k, t, row], da[k, t, row], one)
-            gemm(False, da[k, t], W_hh[k], one, dh[k])               # dh += da W_hh
-            if k > 0:
-                _layer_input_backward(k, t, da[k, t], W_up, drop, dropping, dbelow)
-                reaching = dbelow
-        _through_step(t, da[0, t], W_ctx, W_q, v, memory, phi, weights, one, dh[layers - 1], dctx, dscores,
-                      dqw, dmemory, dprojected, dv)
+        _stack_step_backward(lstm, t, dout[t], dh, dc, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_up, drop,
+                             dropping, dxw, dgh, dbelow, one)
+        gemm(False, dxw[0, t], W_ctx, zero, dctx)                    # dctx = dxw W_ctx
+        _attend_backward(dctx, memory, phi[t], weights[t], v, dv, dmemory, dprojected, dscores, dqw[t], one)
+        gemm(False, dqw[t], W_q, one, dh[layers - 1])                # dh += dqW W_q (the query was h_t-1)
+
+
+@numba.njit(**_KERNEL)
+def _luong_forward(lstm, general, feeding, xw, h, c, W_hh, b_hh, W_up, b_up, drop, dropping, feed, W_feed, W_a,
+                   W_c1, W_c2, memory, mask, one, out, ctx, u, weights, tops, feeds, h_prev, c_prev, gates, gh_n,
+                   tanh_c, below):
+    steps, batch, size = xw.shape
+    layers = h.shape[0]
+    zero = one - one
+    scores = numpy.empty((memory.shape[0], batch), dtype=xw.dtype)
+    scratch = numpy.empty((batch, size), dtype=xw.dtype)
+    x_up = numpy.empty((batch, size), dtype=xw.dtype)
+    for t in range(steps):
+        if feeding:
+            feeds[t] = feed
+            gemm(True, feed, W_feed, one, xw[t])                     # xw_t += h~_t-1 W_feed^T
+        _stack_step(lstm, t, xw[t], h, c, W_hh, b_hh, W_up, b_up, drop, dropping, below, h_prev, c_prev, gates,
+                    gh_n, tanh_c, scratch, x_up, one)
+        q = h[layers - 1]
+        tops[t] = q
+        _attend_luong(q, W_a, general, memory, mask, u[t], scores, weights[t], ctx[t], one)
+        tilde = out[t]
+        gemm(True, ctx[t], W_c1, zero, tilde)                        # W_c [ctx ; h] = ctx W_c1^T + h W_c2^T
+        gemm(True, q, W_c2, one, tilde)
+        for b in range(batch):
+            for j in range(tilde.shape[1]):
+                tilde[b, j] = tanh_of(tilde[b, j])                   # h~_t
+        if feeding:
+            feed[:] = tilde
+
+
+@numba.njit(**_KERNEL)
+def _luong_backward(lstm, general, feeding, dout, h_tilde, u, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_up, drop,
+                    dropping, W_feed, W_a, W_c1, W_c2, memory, weights, one, dh, dc, dxw, dgh, dpre, du, dmemory):
+    steps, batch, hidden = dout.shape
+    zero = one - one
+    dfeed = numpy.zeros((batch, hidden), dtype=dout.dtype)           # the gradient of h~_t from step t+1's input
+    dctx = numpy.empty((batch, memory.shape[2]), dtype=dout.dtype)
+    dtop = numpy.empty((batch, hidden), dtype=dout.dtype)
+    dscores = numpy.empty((memory.shape[0], batch), dtype=dout.dtype)
+    dbelow = numpy.empty((batch, hidden), dtype=dout.dtype)
+    for t in range(steps - 1, -1, -1):
+        d, tilde = dpre[t], h_tilde[t]
+        for b in range(batch):
+            for j in range(hidden):
+                d[b, j] = (dout[t, b, j] + dfeed[b, j]) * (one - tilde[b, j] * tilde[b, j])   # h~ = tanh(pre)
+        gemm(False, d, W_c1, zero, dctx)                             # [dctx ; dh] = dpre W_c
+        gemm(False, d, W_c2, zero, dtop)
+        _attend_luong_backward(dctx, memory, weights[t], u[t], dscores, du[t], dmemory, one)
+        if general:
+            gemm(False, du[t], W_a, one, dtop)                       # the query h_t: dq = du W_a
+        else:
+            dtop += du[t]                                            # dq = du
+        _stack_step_backward(lstm, t, dtop, dh, dc, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_up, drop,
+                             dropping, dxw, dgh, dbelow, one)
+        if feeding:
+            gemm(False, dxw[0, t], W_feed, zero, dfeed)              # h~_t-1 was part of x_t
 
 
 # ----------------------------------------------------------------------------- the twins
 
 def _fits(decoder, array):
     """Is this a decoder the compiled loop covers?"""
-    return (blas.available and decoder.attention_kind == "bahdanau" and decoder.rnn.cell.name in ("gru", "lstm")
-            and not decoder.input_feeding and array.dtype in (numpy.float32, numpy.float64))
+    return (blas.available and decoder.attention_kind != "none" and decoder.rnn.cell.name in ("gru", "lstm")
+            and array.dtype in (numpy.float32, numpy.float64))
 
 
 def _plain(decoder, array):
@@ -270,45 +348,65 @@ def _plain(decoder, array):
 
 class _Operands(NamedTuple):
     W_ih: object
-    W_ctx: object         # (G*H, M) W_ih's columns for ctx, contiguous
+    W_ctx: object         # bahdanau: (G*H, M) W_ih's columns for ctx, contiguous; else None
+    W_feed: object        # input feeding: (G*H, H) W_ih's columns for h~_t-1; else empty
     W_hh: object          # (L, G*H, H) every layer's
     b_hh: object          # (L, G*H)
     W_up: object          # (L-1, G*H, H) the input weights of the layers above the first
     b_up: object          # (L-1, G*H)
-    W_q: object
+    W_q: object           # bahdanau's, else None
     v: object
-    memory: object
     projected: object
+    W_a: object           # luong-general's (M, H), else empty
+    W_c1: object          # luong: W_c's columns for ctx (H, M) and for h (H, H); else None
+    W_c2: object
+    memory: object
     mask: object
+
+
+def _columns(decoder):
+    """Where layer 0's input [emb ; ctx (bahdanau) ; h~_t-1 (input feeding) ; cv (context feeding)] keeps each
+    part: the start columns of ctx, h~ and cv in W_ih."""
+    ctx = decoder.emb_size
+    feed = ctx + (decoder.memory_size if decoder.attention_kind == "bahdanau" else 0)
+    return ctx, feed, feed + (decoder.hidden_size if decoder.input_feeding else 0)
 
 
 def _operands(decoder, encoded):
     """The weights and the source side as the kernels take them (contiguous, layers stacked)."""
     rnn, attention = decoder.rnn.params, decoder.attention.params
-    layers = decoder.rnn.num_layers
+    layers, hidden, memory_size = decoder.rnn.num_layers, decoder.hidden_size, decoder.memory_size
     W_ih = rnn["weight_ih_l0"]
-    start = decoder.emb_size
+    dtype = W_ih.dtype
     contiguous = numpy.ascontiguousarray
+    empty = numpy.empty((0, 0), dtype=dtype)
 
     def stacked(name, first, shape):                                 # one layer: a view, no copy (a decoding
         parts = [rnn[f"{name}_l{k}"] for k in range(first, layers)]  # step calls this every step)
         if len(parts) == 1:
             return contiguous(parts[0][None])
-        return numpy.stack(parts) if parts else numpy.empty((0,) + shape, dtype=W_ih.dtype)
-    W_up = stacked("weight_ih", 1, W_ih[:, :decoder.hidden_size].shape)
-    b_up = stacked("bias_ih", 1, rnn["bias_ih_l0"].shape)
-    return _Operands(W_ih, contiguous(W_ih[:, start:start + decoder.memory_size]), stacked("weight_hh", 0, None),
-                     stacked("bias_hh", 0, None), W_up, b_up, contiguous(attention["W_q"]), attention["v"],
-                     contiguous(encoded.memory), contiguous(encoded.projected), contiguous(encoded.mask))
+        return numpy.stack(parts) if parts else numpy.empty((0,) + shape, dtype=dtype)
+    start_ctx, start_feed, _ = _columns(decoder)
+    bahdanau = decoder.attention_kind == "bahdanau"
+    W_c = None if bahdanau else decoder.combine.params["weight"]
+    return _Operands(
+        W_ih, contiguous(W_ih[:, start_ctx:start_ctx + memory_size]) if bahdanau else None,
+        contiguous(W_ih[:, start_feed:start_feed + hidden]) if decoder.input_feeding else empty,
+        stacked("weight_hh", 0, None), stacked("bias_hh", 0, None),
+        stacked("weight_ih", 1, W_ih[:, :hidden].shape), stacked("bias_ih", 1, rnn["bias_ih_l0"].shape),
+        contiguous(attention["W_q"]) if bahdanau else None, attention["v"] if bahdanau else None,
+        contiguous(encoded.projected) if bahdanau else None,
+        contiguous(attention["W_a"]) if decoder.attention_kind == "luong-general" else empty,
+        None if bahdanau else contiguous(W_c[:, :memory_size]), None if bahdanau else contiguous(W_c[:, memory_size:]),
+        contiguous(encoded.memory), contiguous(encoded.mask))
 
 
 def _input_side(decoder, xw_emb, encoded, W_ih):
     """xw_emb (T, B, G*H) -> a contiguous copy plus cv's share cv W_cv^T (the same at every step), to which
-    the kernel adds the attention's share. Layer 0's input is [emb ; ctx (bahdanau) ; cv]."""
+    the kernel adds the attention's (bahdanau) or h~_t-1's (input feeding) share."""
     xw = numpy.array(xw_emb, order="C")
     if encoded.context_vector is not None:
-        start = decoder.emb_size + (decoder.memory_size if decoder.attention_kind == "bahdanau" else 0)
-        xw += encoded.context_vector @ W_ih[:, start:].T
+        xw += encoded.context_vector @ W_ih[:, _columns(decoder)[2]:].T
     return xw
 
 
@@ -324,35 +422,51 @@ def _layer_masks(decoder, steps, batch, dtype, train):
     return numpy.stack([numpy.stack(step) for step in masks], axis=1)
 
 
-def _run_forward(decoder, xw, state, ops, drop):
-    """The compiled loop over xw (T, B, G*H) from ``state`` -> out (T, B, H), the final state, and the
-    arrays it filled: h_prev, ctx, phi, weights, gates, below, gh_n (GRU) or c_prev, tanh_c (LSTM)."""
+def _run_forward(decoder, xw, state, feed, ops, drop):
+    """The compiled loop over xw (T, B, G*H) from ``state`` (and, with input feeding, ``feed``) -> out
+    (T, B, H) (h_t, or Luong's h~_t), the final state, the final feed, and the arrays it filled."""
     steps, batch, gates_size = xw.shape
     dtype = xw.dtype
     one = dtype.type(1)
-    layers, hidden = decoder.rnn.num_layers, decoder.hidden_size
-    source, size = ops.projected.shape[0], ops.projected.shape[2]
-    h = numpy.array(state[0], dtype=dtype, order="C")                  # (L, B, H), updated in place
-    out = numpy.empty((steps, batch, hidden), dtype=dtype)
+    layers, hidden, memory_size = decoder.rnn.num_layers, decoder.hidden_size, decoder.memory_size
+    source = ops.memory.shape[0]
+    lstm = decoder.rnn.cell.name == "lstm"
     per_layer = (layers, steps, batch, hidden)
-    h_prev, extra, more = numpy.empty(per_layer, dtype), numpy.empty(per_layer, dtype), numpy.empty(per_layer, dtype)
-    below = numpy.empty((layers - 1, steps, batch, hidden), dtype=dtype)
-    ctx = numpy.empty((steps, batch, decoder.memory_size), dtype=dtype)
-    phi = numpy.empty((steps, source, batch, size), dtype=dtype)
+    none4 = numpy.empty((0, 0, 0, 0), dtype=dtype)                   # the other cell's arrays
+    h = numpy.array(state[0], dtype=dtype, order="C")                  # (L, B, H), updated in place
+    c = numpy.array(state[1], dtype=dtype, order="C") if lstm else numpy.empty((0, 0, 0), dtype=dtype)
+    out = numpy.empty((steps, batch, hidden), dtype=dtype)
+    ctx = numpy.empty((steps, batch, memory_size), dtype=dtype)
     weights = numpy.empty((steps, source, batch), dtype=dtype)
-    gates = numpy.empty((layers, steps, batch, gates_size), dtype=dtype)
+    kept = dict(h_prev=numpy.empty(per_layer, dtype), gates=numpy.empty((layers, steps, batch, gates_size), dtype),
+                below=numpy.empty((layers - 1, steps, batch, hidden), dtype),
+                gh_n=none4 if lstm else numpy.empty(per_layer, dtype),
+                c_prev=numpy.empty(per_layer, dtype) if lstm else none4,
+                tanh_c=numpy.empty(per_layer, dtype) if lstm else none4)
     dropping = drop is not None
-    drop = drop if dropping else numpy.empty((0, 0, 0, 0), dtype=dtype)
-    common = (ops.W_hh, ops.b_hh, ops.W_up, ops.b_up, drop, dropping, ops.W_ctx, ops.W_q, ops.v, ops.memory,
-              ops.projected, ops.mask, one)
-    if decoder.rnn.cell.name == "gru":
-        _gru_steps_forward(xw, *common, h, out, h_prev, ctx, phi, weights, gates, extra, below)
-        final, kept = (h,), dict(gh_n=extra, c_prev=None, tanh_c=None)
+    stack = (h, c, ops.W_hh, ops.b_hh, ops.W_up, ops.b_up, drop if dropping else none4, dropping)
+    cells = (kept["h_prev"], kept["c_prev"], kept["gates"], kept["gh_n"], kept["tanh_c"], kept["below"])
+    if decoder.attention_kind == "bahdanau":
+        phi = numpy.empty((steps, source, batch, ops.projected.shape[2]), dtype=dtype)
+        _bahdanau_forward(lstm, xw, *stack, ops.W_ctx, ops.W_q, ops.v, ops.memory, ops.projected, ops.mask, one,
+                          out, ctx, phi, weights, *cells)
+        kept.update(phi=phi, u=None, tops=None, feeds=None)
     else:
-        c = numpy.array(state[1], dtype=dtype, order="C")
-        _lstm_steps_forward(xw, *common, h, c, out, h_prev, extra, ctx, phi, weights, gates, more, below)
-        final, kept = (h, c), dict(gh_n=None, c_prev=extra, tanh_c=more)
-    return out, final, dict(h_prev=h_prev, ctx=ctx, phi=phi, weights=weights, gates=gates, below=below, **kept)
+        feeding = decoder.input_feeding
+        feed = (numpy.array(feed, dtype=dtype, order="C") if feeding and feed is not None
+                else numpy.zeros((batch, hidden), dtype=dtype))
+        u = numpy.empty((steps, batch, memory_size), dtype=dtype)
+        tops = numpy.empty((steps, batch, hidden), dtype=dtype)
+        feeds = numpy.empty((steps, batch, hidden), dtype=dtype) if feeding else numpy.empty((0, 0, 0), dtype)
+        _luong_forward(lstm, decoder.attention_kind == "luong-general", feeding, xw, *stack, feed, ops.W_feed,
+                       ops.W_a, ops.W_c1, ops.W_c2, ops.memory, ops.mask, one, out, ctx, u, weights, tops, feeds,
+                       *cells)
+        kept.update(phi=None, u=u, tops=tops, feeds=feeds if feeding else None)
+        if not feeding:
+            feed = None
+    final = (h, c) if lstm else (h,)
+    new_feed = feed if decoder.input_feeding else None                # h~_T, the next step's input
+    return out, final, new_feed, dict(ctx=ctx, weights=weights, **kept)
 
 
 def steps_forward(decoder, xw_emb, encoded, train):
@@ -365,15 +479,16 @@ def steps_forward(decoder, xw_emb, encoded, train):
     steps, batch, _ = xw_emb.shape
     ops = _operands(decoder, encoded)
     layer_masks = _layer_masks(decoder, steps, batch, xw_emb.dtype, train)
-    out, _, kept = _run_forward(decoder, _input_side(decoder, xw_emb, encoded, ops.W_ih), encoded.state, ops,
-                                layer_masks)
-    out_masks = None
+    out, _, _, kept = _run_forward(decoder, _input_side(decoder, xw_emb, encoded, ops.W_ih), encoded.state, None,
+                                   ops, layer_masks)
+    out_masks, dropped = None, out
     if train and decoder.dropout > 0:                                # one mask per step, in the reference's order
         out_masks = numpy.stack([dropout_mask((batch, decoder.hidden_size), decoder.dropout, decoder.rng,
                                               xw_emb.dtype) for _ in range(steps)])
-        out *= out_masks
-    cache = StepsCache(decoder.rnn.cell.name, layer_masks=layer_masks, out_masks=out_masks, **kept)
-    return out, kept["weights"], cache
+        dropped = out * out_masks
+    cache = StepsCache(decoder.rnn.cell.name, decoder.attention_kind, out=out, layer_masks=layer_masks,
+                       out_masks=out_masks, **kept)
+    return dropped, kept["weights"], cache
 
 
 def steps_backward(decoder, doutputs, emb, caches, encoded):
@@ -386,45 +501,55 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
     layers, steps, batch, hidden = seq.h_prev.shape
     dtype = seq.h_prev.dtype
     one = dtype.type(1)
-    emb_size, memory_size = decoder.emb_size, decoder.memory_size
+    lstm = seq.cell == "lstm"
     ops = _operands(decoder, encoded)
-    W_ih, W_q, v, memory = ops.W_ih, ops.W_q, ops.v, ops.memory
+    W_ih, memory = ops.W_ih, ops.memory
     dout = doutputs if seq.out_masks is None else doutputs * seq.out_masks
     dout = numpy.ascontiguousarray(dout)
     dropping = seq.layer_masks is not None
-    drop = seq.layer_masks if dropping else numpy.empty((0, 0, 0, 0), dtype=dtype)
+    none4 = numpy.empty((0, 0, 0, 0), dtype=dtype)
     dh = numpy.zeros((layers, batch, hidden), dtype=dtype)
+    dc = numpy.zeros_like(dh) if lstm else numpy.empty((0, 0, 0), dtype=dtype)
     dxw = numpy.empty_like(seq.gates)
-    dqw = numpy.empty((steps, batch, seq.phi.shape[3]), dtype=dtype)
+    dgh = dxw if lstm else numpy.empty_like(dxw)                     # the LSTM's are the same
     dmemory = numpy.zeros_like(memory)
-    dprojected = numpy.zeros_like(seq.phi[0])
-    dv = numpy.zeros_like(v)
-    attention = (ops.W_ctx, W_q, v, memory, seq.phi, seq.weights, one)
-    if seq.cell == "gru":
-        dgh = numpy.empty_like(dxw)
-        _gru_steps_backward(dout, seq.h_prev, seq.gates, seq.gh_n, ops.W_hh, ops.W_up, drop, dropping, *attention,
-                            dh, dxw, dgh, dqw, dmemory, dprojected, dv)
-        dstate = (dh,)
+    cells = (seq.h_prev, seq.c_prev, seq.gates, seq.gh_n, seq.tanh_c, ops.W_hh, ops.W_up,
+             seq.layer_masks if dropping else none4, dropping)
+    attention = decoder.attention
+    inputs = [emb]                                                   # layer 0's x_t = [emb_t ; extras_t]
+    if seq.attention == "bahdanau":
+        dqw = numpy.empty((steps, batch, seq.phi.shape[3]), dtype=dtype)
+        dprojected = numpy.zeros_like(seq.phi[0])
+        dv = numpy.zeros_like(ops.v)
+        _bahdanau_backward(lstm, dout, *cells, ops.W_ctx, ops.W_q, ops.v, memory, seq.phi, seq.weights, one,
+                           dh, dc, dxw, dgh, dqw, dmemory, dprojected, dv)
+        attention.grads["v"] += dv
+        top = seq.h_prev[layers - 1]                                 # the query: the top layer's h_t-1
+        attention.grads["W_q"] += dqw.reshape(-1, dqw.shape[2]).T @ top.reshape(-1, hidden)
+        inputs.append(seq.ctx)
     else:
-        dc = numpy.zeros_like(dh)
-        _lstm_steps_backward(dout, seq.gates, seq.c_prev, seq.tanh_c, ops.W_hh, ops.W_up, drop, dropping,
-                             *attention, dh, dc, dxw, dqw, dmemory, dprojected, dv)
-        dgh, dstate = dxw, (dh, dc)
-    grads = decoder.attention.grads
-    grads["v"] += dv
-    top = seq.h_prev[layers - 1]                                     # the query: the top layer's h_t-1
-    grads["W_q"] += dqw.reshape(-1, dqw.shape[2]).T @ top.reshape(-1, hidden)
-    inputs = [emb, seq.ctx]                                          # layer 0's x_t = [emb_t ; ctx_t (; cv)]
+        general = seq.attention == "luong-general"
+        dpre = numpy.empty_like(seq.out)
+        du = numpy.empty_like(seq.u)
+        dprojected = None
+        _luong_backward(lstm, general, decoder.input_feeding, dout, seq.out, seq.u, *cells, ops.W_feed, ops.W_a,
+                        ops.W_c1, ops.W_c2, memory, seq.weights, one, dh, dc, dxw, dgh, dpre, du, dmemory)
+        joined = numpy.concatenate([seq.ctx, seq.tops], axis=2)      # h~ = tanh(W_c [ctx ; h])
+        decoder.combine.grads["weight"] += dpre.reshape(-1, hidden).T @ joined.reshape(-1, joined.shape[2])
+        if general:                                                  # u = W_a h_t
+            attention.grads["W_a"] += du.reshape(-1, du.shape[2]).T @ seq.tops.reshape(-1, hidden)
+        if decoder.input_feeding:
+            inputs.append(seq.feeds)
     dcontext_vector = None
     if encoded.context_vector is not None:
         inputs.append(numpy.broadcast_to(encoded.context_vector, (steps, batch, hidden)))
-        dcontext_vector = dxw[0].sum(axis=0) @ W_ih[:, emb_size + memory_size:]
+        dcontext_vector = dxw[0].sum(axis=0) @ W_ih[:, _columns(decoder)[2]:]
     rnn = decoder.rnn
     add_weight_grads(rnn.weight_grads(0, ""), numpy.concatenate(inputs, axis=2), seq.h_prev[0], dxw[0], dgh[0])
     for k in range(1, layers):                                       # layer k's x_t: dropout(h_t of layer k-1)
         add_weight_grads(rnn.weight_grads(k, ""), seq.below[k - 1], seq.h_prev[k], dxw[k], dgh[k])
-    demb = dxw[0] @ W_ih[:, :emb_size]
-    return demb, dstate, dmemory, dprojected, dcontext_vector
+    demb = dxw[0] @ W_ih[:, :decoder.emb_size]
+    return demb, (dh, dc) if lstm else (dh,), dmemory, dprojected, dcontext_vector
 
 
 def decode_step(decoder, xw_emb, state, feed, encoded):
@@ -433,9 +558,9 @@ def decode_step(decoder, xw_emb, state, feed, encoded):
     from minis2s.nn import decoder as reference
     if _fits(decoder, xw_emb):
         ops = _operands(decoder, encoded)
-        out, final, kept = _run_forward(decoder, _input_side(decoder, xw_emb[None], encoded, ops.W_ih), state, ops,
-                                        None)
-        return out[0], final, None, kept["weights"][0]
+        out, final, feed, kept = _run_forward(decoder, _input_side(decoder, xw_emb[None], encoded, ops.W_ih), state,
+                                              feed, ops, None)
+        return out[0], final, feed, kept["weights"][0]
     if _plain(decoder, xw_emb):
         params = decoder.rnn.params
         xw = _input_side(decoder, xw_emb[None], encoded, params["weight_ih_l0"])

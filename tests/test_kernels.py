@@ -368,10 +368,10 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
         loss = model.loss_and_grads(batch)
         return loss, {name: g.copy() for name, g in model.grads.items()}
 
-    # the encoder's sequences; the decoder's steps with input feeding (without attention or with Luong's and no
-    # feeding it too runs over whole sequences; the one-layer Bahdanau decoder runs as one compiled loop,
-    # kernels/decoder.py, whose own test is below)
-    names = ("direction_backward",) + ((f"{cell}_step_backward",) if options.get("input_feeding") else ())
+    # the encoder's sequences (without attention, or with Luong's and no feeding, the decoder too runs over
+    # whole sequences; with attention and feeding it runs as one compiled loop, kernels/decoder.py, whose own
+    # tests are below)
+    names = ("direction_backward",)
     with spying(kernels.rnn, *names) as calls:
         (fast_loss, fast_grads), (loss, grads) = both(run)
     assert min(calls.values()) > 0
@@ -386,7 +386,12 @@ def test_whole_model_with_kernels_matches_the_reference_and_the_finite_differenc
 DECODER_CASES = [("gru", dict()), ("lstm", dict()), ("gru", dict(context_feeding=True, dropout=0.3)),
                  ("lstm", dict(bidirectional=True, context_feeding=True, dropout=0.2, reverse_source=True)),
                  ("lstm", dict(num_layers=2, dropout=0.3)),
-                 ("gru", dict(num_layers=3, bidirectional=True, context_feeding=True, dropout=0.2))]
+                 ("gru", dict(num_layers=3, bidirectional=True, context_feeding=True, dropout=0.2)),
+                 ("gru", dict(attention="luong-dot", input_feeding=True)),
+                 ("lstm", dict(attention="luong-general", input_feeding=True, num_layers=2, dropout=0.3)),
+                 ("gru", dict(attention="luong-general", context_feeding=True, dropout=0.2)),
+                 ("lstm", dict(attention="luong-dot", input_feeding=True, context_feeding=True, bidirectional=True,
+                               reverse_source=True))]
 PLAIN_DECODER_CASES = [("gru", dict(attention="none")), ("lstm", dict(attention="none", context_feeding=True)),
                        ("rnn", dict(attention="none", bidirectional=True))]
 
@@ -395,17 +400,17 @@ PLAIN_DECODER_CASES = [("gru", dict(attention="none")), ("lstm", dict(attention=
 @pytest.mark.parametrize("cell,options", DECODER_CASES)
 def test_decoder_loop_kernel_matches_the_reference(cell, options, dtype, tolerance):
     """The whole teacher-forced decoder loop (kernels/decoder.py) against the reference's steps: loss, the
-    attention weights and every gradient of a padded batch, with dropout (the same masks, between layers
-    too), context feeding and stacks of 1-3 layers; the compiled loop must have run (its cache, not the
-    reference's step caches)."""
+    attention weights and every gradient of a padded batch: Bahdanau and Luong (dot, general, input feeding),
+    with dropout (the same masks, between layers too), context feeding and stacks of 1-3 layers; the compiled
+    loop must have run (its cache, not the reference's step caches)."""
     from minis2s import checks
     from minis2s.kernels.decoder import StepsCache
     caches = []
 
     def run():
         rng = numpy.random.default_rng(3)
-        model = minis2s.Seq2Seq(13, 17, cell=cell, attention="bahdanau", emb_size=5, hidden_size=6,
-                                dtype=numpy.dtype(dtype).name, seed=2, **options)
+        model = minis2s.Seq2Seq(13, 17, cell=cell, emb_size=5, hidden_size=6, dtype=numpy.dtype(dtype).name,
+                                seed=2, **{"attention": "bahdanau", **options})
         checks.unit_scale(model, 2)
         batch = checks.random_batch(rng, (4, 2, 7, 1), (3, 6, 1, 5), 13, 17)
         model.reseed(0)
@@ -459,11 +464,11 @@ def test_decode_step_kernel_matches_the_reference(cell, options, dtype, toleranc
 
 
 def test_decoder_loop_kernel_leaves_other_decoders_to_the_reference():
-    """Input feeding, the plain RNN cell: the twin hands them to the reference loop."""
+    """The plain RNN cell: the twin hands it to the reference loop."""
     from minis2s import checks
     rng = numpy.random.default_rng(0)
     batch = checks.random_batch(rng, (3, 2), (2, 4), 9, 9)
-    for options in (dict(attention="luong-dot", input_feeding=True), dict(cell="rnn")):
+    for options in (dict(cell="rnn"), dict(cell="rnn", attention="luong-dot", input_feeding=True)):
         model = minis2s.Seq2Seq(9, 9, emb_size=4, hidden_size=4, seed=1, **{"attention": "bahdanau", **options})
         _, cache = model.forward(batch, train=True)
         assert isinstance(cache.steps, list)

@@ -32,7 +32,7 @@ dcv and the attention's dK, dKW are summed over all steps; after the loop ``weig
 cell stack's weight gradients as one product each and returns demb = dXW^0 W_ih^0[:, :E].
 With teacher forcing every input is known before the loop starts: ``steps_forward`` runs the steps
 in turn, ``steps_backward`` walks them back (they have a fast twin, kernels/decoder.py, that runs
-the whole loop of a GRU or LSTM Bahdanau decoder as one compiled loop each way). A decoder whose cells
+the whole loop of a GRU or LSTM decoder with attention as one compiled loop each way). A decoder whose cells
 are fed nothing but the embedding (no attention, or Luong's without input feeding; no context
 feeding) needs no step loop in training: model.py's ``forward_whole_sequences`` runs its stack over all
 steps at once, then Luong's attention for all steps (``Attention.forward_steps``).
