@@ -228,7 +228,9 @@ def _no_grad(torch, function):
 
 
 def markdown(rows, info):
-    lines = [f"Machine: {info.get('cpu', info['processor'])}, {info['cores']} cores, {info['threads']} threads; "
+    detail = ", ".join(info[key] for key in ("cpu_arch", "simd") if key in info)
+    lines = [f"Machine: {info.get('cpu', info['processor'])}{f' ({detail})' if detail else ''}, {info['cores']} cores, "
+             f"{info['threads']} threads; "
              f"Python {info['python']}, NumPy {info['numpy']}, PyTorch {info['torch']}; backend {info['backend']}; "
              f"{info['date']}; medians of {info['repeats']} training steps (decoding: "
              f"{max(info['repeats'] // 2, 3)} runs) after warm-up, the three paths taking turns run by run. "

@@ -86,14 +86,25 @@ def bench_minis2s(name, cell, attention, repeats=5, warmup=2, decode=True, dtype
 def machine():
     info = dict(python=platform.python_version(), numpy=numpy.__version__, backend=backend.name(),
                 processor=platform.processor() or platform.machine(), system=platform.platform())
+    flags = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as stream:
             for line in stream:
-                if line.startswith("model name"):
+                if line.startswith("model name") and "cpu" not in info:
                     info["cpu"] = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
+    # a virtual machine's "model name" can stay the same across different hosts: the microarchitecture as
+    # LLVM sees it (what Numba compiles for) and the widest vector instructions tell them apart
+    try:
+        import llvmlite.binding
+        info["cpu_arch"] = llvmlite.binding.get_host_cpu_name()
+    except Exception:              # llvmlite comes with Numba; without it the line just says less
+        pass
+    if flags:
+        info["simd"] = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE/other"
     import os
     info["cores"] = os.cpu_count()
     if backend.name() == "cupy":

@@ -45,3 +45,19 @@ def test_the_pytorch_cpu_column_agrees(gpu_bench):
     numpy_row = gpu_bench.measure("NumPy", "small", "lstm", "bahdanau", 1)
     torch_row = gpu_bench.measure("PyTorch CPU", "small", "lstm", "bahdanau", 1)
     assert torch_row["loss"] == pytest.approx(numpy_row["loss"], rel=1e-5)
+
+
+def test_the_cpu_benchmark_names_the_microarchitecture_it_ran_on():
+    """A virtual machine's "model name" (say "AMD EPYC") can stay the same across hosts whose speed differs:
+    benchmarks/run.py's results name the microarchitecture Numba compiles for and the widest vector unit."""
+    from minis2s import bench
+    spec = importlib.util.spec_from_file_location("cpu_bench", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    info = bench.machine()
+    assert info.get("cpu_arch")                                       # llvmlite comes with Numba
+    info.update(threads=2, torch="-", date="today", repeats=5, numba_compile_seconds=0.1, sgemm_peak_gflop_s=1.0)
+    header = module.markdown([], info).splitlines()[0]
+    assert f"({info['cpu_arch']}" in header
+    if "simd" in info:                                                # Linux: /proc/cpuinfo's flags
+        assert info["simd"] in header
