@@ -393,7 +393,7 @@ def _operands(decoder, encoded):
         W_ih, contiguous(W_ih[:, start_ctx:start_ctx + memory_size]) if bahdanau else None,
         contiguous(W_ih[:, start_feed:start_feed + hidden]) if decoder.input_feeding else empty,
         stacked("weight_hh", 0, None), stacked("bias_hh", 0, None),
-        stacked("weight_ih", 1, W_ih[:, :hidden].shape), stacked("bias_ih", 1, rnn["bias_ih_l0"].shape),
+        stacked("weight_ih", 1, (W_ih.shape[0], hidden)), stacked("bias_ih", 1, (W_ih.shape[0],)),
         contiguous(attention["W_q"]) if bahdanau else None, attention["v"] if bahdanau else None,
         contiguous(encoded.projected) if bahdanau else None,
         contiguous(attention["W_a"]) if decoder.attention_kind == "luong-general" else empty,
@@ -462,8 +462,6 @@ def _run_forward(decoder, xw, state, feed, ops, drop):
                        ops.W_a, ops.W_c1, ops.W_c2, ops.memory, ops.mask, one, out, ctx, u, weights, tops, feeds,
                        *cells)
         kept.update(phi=None, u=u, tops=tops, feeds=feeds if feeding else None)
-        if not feeding:
-            feed = None
     final = (h, c) if lstm else (h,)
     new_feed = feed if decoder.input_feeding else None                # h~_T, the next step's input
     return out, final, new_feed, dict(ctx=ctx, weights=weights, **kept)

@@ -16,7 +16,8 @@
 Teacher forcing (``forward_teacher_forced``): every input y_t-1 is the reference token, so all inputs are
 known at once. Where nothing is fed back into the cells either (no Bahdanau attention, no input or
 context feeding), the decoder's stack is a plain recurrent layer over the shifted targets and
-``forward_whole_sequences`` runs it like the encoder, then Luong's attention for all steps at once. At decoding time the decoder reads its own outputs instead: the mismatch is the exposure bias.
+``forward_whole_sequences`` runs it like the encoder, then Luong's attention for all steps at once.
+At decoding time the decoder reads its own outputs instead: the mismatch is the exposure bias.
 Scheduled sampling (``forward_sampled``, Bengio et al. 2015) trains against it: the input is the reference
 token with probability ``teacher_forcing``, else the model's own best guess argmax(logits_t-1),
 drawn per sentence and step, with the ratio lowered over training. The guess is a discrete choice: no gradient
