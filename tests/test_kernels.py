@@ -264,8 +264,12 @@ def test_cross_entropy_kernel_matches_the_reference(dtype, tolerance, steps, bat
         fast, reference = both(lambda: cross_entropy(logits, targets, lengths, reduction=reduction,
                                                      label_smoothing=smoothing))
     assert calls == {"softmax_cross_entropy": 1}
-    assert_near(fast[0], reference[0], tolerance, "loss")
-    assert_near(fast[1], reference[1], tolerance, "dlogits")
+    # loss = w (log sum exp - a_y) and dlogits = w (p - onehot): their terms are of the token weight w's size
+    # (1/N for the mean, else 1) even where a saturated softmax makes the difference tiny, and rounding
+    # happens at that scale
+    weight = 1.0 / int(lengths.sum()) if reduction == "mean" else 1.0
+    assert_near(fast[0], reference[0], tolerance, "loss", floor=weight)
+    assert_near(fast[1], reference[1], tolerance, "dlogits", floor=weight)
     assert fast[1].dtype == dtype
 
 
