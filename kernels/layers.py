@@ -4,7 +4,7 @@
 
 Greedy and beam search take it of every step's (B, V) logits. The reference is four NumPy passes with
 two temporaries; here each row is read once from memory and stays in cache for its three passes
-(maximum, sum of exponentials, the subtraction), the exponential vectorised (``scalar.exp_of``).
+(maximum, sum of exponentials, the subtraction), each vectorised (``scalar.max_of``, ``scalar.exp_of``).
 Rows run in parallel from 2^20 elements on (``loss.PARALLEL_FROM``; below it a parallel loop's own
 cost is more than it saves).
 """
@@ -15,7 +15,7 @@ import numpy
 
 from .loss import PARALLEL_FROM
 from .rnn import _KERNEL
-from .scalar import exp_of
+from .scalar import exp_of, max_of
 
 
 @numba.njit(**_KERNEL)
@@ -23,7 +23,7 @@ def _log_softmax_row(row, one, result):
     zero = one - one
     top = row[0]
     for v in range(1, row.shape[0]):
-        top = max(top, row[v])
+        top = max_of(top, row[v])
     total = zero
     for v in range(row.shape[0]):
         total += exp_of(row[v] - top)

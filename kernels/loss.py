@@ -21,7 +21,7 @@ import numpy
 from minis2s.loss import length_mask
 
 from .rnn import _KERNEL
-from .scalar import exp_of
+from .scalar import exp_of, max_of
 
 
 PARALLEL_FROM = 2 ** 20     # elements: below it the rows run in one thread (measured: 640 x 1,000 rows
@@ -35,7 +35,7 @@ def _row(a, target, weight, smoothing, one, out):
     zero = one - one
     top = a[0]
     for v in range(1, vocab):
-        top = max(top, a[v])                                 # max a
+        top = max_of(top, a[v])                              # max a (vectorised: scalar.py)
     total = zero
     for v in range(vocab):
         e = exp_of(a[v] - top)

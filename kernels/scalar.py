@@ -15,6 +15,14 @@ float32 versions below are plain arithmetic, which LLVM turns into SIMD code in 
              [-87.3, 88.7], where float32's exp is normal).
 
 In float64, where the kernels are held to the reference at 1e-12, both are ``math``'s.
+
+    max_of   the larger of two floats, as LLVM's ``maxnum``: a running maximum over a row
+             (``top = max_of(top, row[v])``) then compiles to SIMD code. Numba's ``max`` and the
+             written-out ``x if x > top else top`` both stay scalar in such a loop (LLVM does not take
+             their compare-and-select for a reduction it may reorder): measured on 160 x 1,000 float32
+             rows, 83 us against 7 us. Exact: a maximum rounds nothing, so float64 is held to the
+             reference as before. (maxnum returns the other operand where one is NaN; the kernels
+             that use it then meet the NaN in their next pass, as the reference does.)
 """
 import math
 
@@ -63,6 +71,38 @@ def _float32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return numba.types.float32(numba.types.int32), codegen
+
+
+def _maxnum(real):
+    """The LLVM intrinsic maxnum for float32 or float64, as a Numba function of two scalars."""
+    width = {numba.types.float32: ir.FloatType(), numba.types.float64: ir.DoubleType()}[real]
+
+    @intrinsic
+    def maxnum(typingctx, x, y):
+        def codegen(context, builder, signature, args):
+            name = f"llvm.maxnum.{'f32' if real == numba.types.float32 else 'f64'}"
+            function = builder.module.globals.get(name) or ir.Function(
+                builder.module, ir.FunctionType(width, [width, width]), name)
+            return builder.call(function, args)
+        return real(real, real), codegen
+    return maxnum
+
+
+_maxnum32, _maxnum64 = _maxnum(numba.types.float32), _maxnum(numba.types.float64)
+
+
+def max_of(x, y):
+    """The larger of two floats inside a kernel, in a form LLVM vectorises in a running maximum."""
+    return max(x, y)
+
+
+@overload(max_of)
+def _max_of(x, y):
+    if x == numba.types.float32 and y == numba.types.float32:
+        return lambda x, y: _maxnum32(x, y)
+    if x == numba.types.float64 and y == numba.types.float64:
+        return lambda x, y: _maxnum64(x, y)
+    return lambda x, y: max(x, y)
 
 
 def exp_of(x):

@@ -539,3 +539,29 @@ def test_numpys_blas_called_from_numba(dtype, trans_b):
     c[...] = numpy.nan
     gemm(trans_b, a, b, dtype(0), c)
     assert_near(c, product, 1e-6 if dtype == numpy.float32 else 1e-14)
+
+
+@given(size=st.integers(1, 70), where=st.integers(0, 69), seed=st.integers(0, 1000),
+       fill=st.sampled_from([None, -numpy.inf]))
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_vectorised_running_maximum_is_exact(dtype, size, where, seed, fill):
+    """kernels/scalar.py's max_of, in the running-maximum loop the log-softmax and cross-entropy kernels
+    vectorise: the exact maximum wherever it lies (first, last, in the tail past a multiple of the SIMD
+    width), with -inf elsewhere, and ties."""
+    import numba
+    from minis2s.kernels.scalar import max_of
+
+    @numba.njit(fastmath=True, error_model="numpy")
+    def running_max(row):
+        top = row[0]
+        for v in range(1, row.shape[0]):
+            top = max_of(top, row[v])
+        return top
+
+    row = numpy.random.default_rng(seed).standard_normal(size).astype(dtype)
+    if fill is not None:
+        row[:] = fill
+    row[where % size] = 3.5
+    row[(where * 7) % size] = 3.5                 # a tie, or the same place
+    assert running_max(row) == row.max() == dtype(3.5)
+    assert running_max(-numpy.abs(row)) == (-numpy.abs(row)).max()
