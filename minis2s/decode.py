@@ -181,26 +181,50 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
         state, feed = model.select_state(state, feed, flat)              # each beam's parent
         tokens = words.reshape(-1)
 
-    # to the host, once: (T, B, k) words, back-pointers, finished scores; (T, B, k, S) attention (the histories
-    # are then walked as nested lists, history[t][b][j])
+    # to the host, once: (T, B, k) words, back-pointers, finished scores; (T, B, k, S) attention
     words_per_step, back_per_step, finished_per_step = (backend.to_numpy(xp.stack(history)) for history in
                                                         (words_per_step, back_per_step, finished_per_step))
     attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
     src_host = backend.to_numpy(batch.src) if replace_unk else None
-    ended_at = numpy.isfinite(finished_per_step)                                # (T, B, k)
-    words_per_step, back_per_step = words_per_step.tolist(), back_per_step.tolist()   # Python ints: quick to walk
+    hypotheses = _backtrack(words_per_step, back_per_step, finished_per_step, attention, normalize, alpha)
     results = []
     for b in range(size):
-        ended = zip(*numpy.nonzero(ended_at[:, b]))                             # (t, j) in the order they ended
-        hypotheses = [_backtrack(words_per_step[:t + 1], back_per_step[:t + 1],
-                                 None if attention is None else attention[:t + 1], b, j,
-                                 finished_per_step[t, b, j], words_per_step[t][b][j] == EOS, normalize, alpha)
-                      for t, j in ended]
-        ranked = sorted(hypotheses, key=lambda h: -h.score)[:nbest]
+        ranked = sorted(hypotheses[b], key=lambda h: -h.score)[:nbest]     # stable: ties in the order they ended
         if replace_unk:
             ranked = [_replace_unk(h, src_host[:src_lengths[b], b]) for h in ranked]
         results.append(ranked)
     return results
+
+
+def _backtrack(words, back, finished, attention, normalize, alpha):
+    """Every finished translation read back from the histories, all at once, on the host.
+
+    words, back, finished (T, B, k): each step's word, parent beam and, where that extension finished,
+    its raw score (-inf elsewhere); attention (T, B, k, S) or None. A translation that ended at step t_h
+    in beam j of sentence b sat, at step t_h - 1, in beam back[t_h, b, j], and so on down to step 0: one
+    loop over the steps, from the last, moves every translation's beam index to its parent at once.
+    Returns per sentence its Hypothesis list, in the order they ended (by step, then beam).
+    """
+    ended_t, ended_b, ended_j = numpy.nonzero(numpy.isfinite(finished))      # (H,) each, step-major
+    steps = words.shape[0]
+    beam = numpy.zeros((len(ended_t), steps), dtype=numpy.int64)           # beam index at each step
+    j = ended_j.copy()
+    for t in reversed(range(steps)):
+        here = ended_t >= t                                                 # translations as long as t
+        beam[here, t] = j[here]
+        j = numpy.where(here, back[t, ended_b, j], j)                       # to the parent beam
+    tokens = words[numpy.arange(steps), ended_b[:, None], beam]             # (H, T), valid up to t_h
+    if attention is not None:                  # step t ran on the parent beam of the word chosen at t
+        parent = back[numpy.arange(steps), ended_b[:, None], beam]
+        attention = attention[numpy.arange(steps), ended_b[:, None], parent]   # (H, T, S)
+    hypotheses = [[] for _ in range(words.shape[1])]
+    for h, (t, b, row) in enumerate(zip(ended_t.tolist(), ended_b.tolist(), tokens.tolist())):
+        length = t + 1                                                      # with the <eos>, when it ended
+        logprob = float(finished[t, b, ended_j[h]])
+        hypotheses[b].append(Hypothesis(row[:length - 1] if row[t] == EOS else row[:length],
+                                        logprob / length_penalty(length, normalize, alpha), logprob,
+                                        None if attention is None else attention[h, :length]))
+    return hypotheses
 
 
 def _path(history_back, b, j):
@@ -211,19 +235,6 @@ def _path(history_back, b, j):
         beams.append(j)
         j = history_back[t][b][j]
     return beams[::-1]
-
-
-def _backtrack(history_tokens, history_back, history_attention, b, j, logprob, ended, normalize, alpha):
-    """The finished Hypothesis in beam j of sentence b at the last step of these histories."""
-    beams = _path(history_back, b, j)
-    words = [int(history_tokens[t][b][beam]) for t, beam in enumerate(beams)]
-    length = len(words)
-    if ended:
-        words = words[:-1]
-    attention = None
-    if history_attention is not None:         # step t ran on the parent beam of the word chosen at t
-        attention = numpy.stack([history_attention[t][b, history_back[t][b][beam]] for t, beam in enumerate(beams)])
-    return Hypothesis(words, float(logprob) / length_penalty(length, normalize, alpha), float(logprob), attention)
 
 
 def _block_repeats(logp, words_per_step, back_per_step, n, k):

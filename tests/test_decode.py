@@ -134,3 +134,43 @@ def test_decoding_matches_the_training_forward_pass():
         logp, state, feed, _ = model.step(batch.tgt_in[t], state, feed, encoded)
         expected = logits[t] - numpy.log(numpy.exp(logits[t]).sum(axis=1, keepdims=True))
         numpy.testing.assert_allclose(backend.to_numpy(logp), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("attention,eos_bias", [("none", 0.5), ("bahdanau", 2.0)])
+def test_every_beam_hypothesis_is_its_own_words_scored_by_the_model(attention, eos_bias):
+    """Each n-best translation read back from the histories (decode._backtrack) is what the model gives
+    its words: stepping the model through them, teacher forced, returns the reported log-probability
+    (with <eos> when it ended, without when the length limit ended it), the length-normalised score and,
+    step by step, the attention weights. Sentences of different lengths in one batch, k = 4, all 4 kept."""
+    model = minis2s.Seq2Seq(13, 13, cell="gru", attention=attention, emb_size=5, hidden_size=6, seed=2,
+                            dtype="float64")
+    for value in model.params.values():
+        value *= 2.5
+    model.params["decoder.out.bias"][data.EOS] += eos_bias             # some end by <eos>, some at the limit
+    rng = numpy.random.default_rng(5)
+    sources = [rng.integers(4, 13, size=rng.integers(1, 7)).tolist() for _ in range(5)]
+    found = beam_search(model, sources, beam_size=4, nbest=4, max_length=6, normalize="avg")
+    ended_early = 0
+    for source, hypotheses in zip(sources, found):
+        assert len(hypotheses) == 4
+        for h in hypotheses:
+            batch = data.collate([source])
+            encoded, state, feed = model.start(batch.src, batch.src_lengths)
+            inputs = [data.BOS] + h.tokens
+            ended = len(h.tokens) < 6                       # within the limit only by its <eos>
+            ended_early += ended
+            targets = h.tokens + ([data.EOS] if ended else [])
+            logprob, weights = 0.0, []
+            for word, target in zip(inputs, targets):
+                logp, state, feed, w = model.step(backend.asarray([word]), state, feed, encoded)
+                logprob += float(logp[0, target])
+                weights.append(None if w is None else backend.to_numpy(w)[:, 0])
+            assert h.logprob == pytest.approx(logprob, rel=1e-12, abs=1e-12)
+            assert h.score == pytest.approx(logprob / len(targets), rel=1e-12, abs=1e-12)
+            if attention == "none":
+                assert h.attention is None
+            else:
+                alone = numpy.stack(weights)                # (steps, S_b): the batch pads S with zeros
+                numpy.testing.assert_allclose(h.attention[:, :alone.shape[1]], alone, rtol=1e-12, atol=1e-12)
+                assert not h.attention[:, alone.shape[1]:].any()
+    assert 0 < ended_early < 20                             # both kinds of ending are met
