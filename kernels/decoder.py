@@ -579,13 +579,13 @@ def _plain_step(cell, xw, state, W_hh, b_hh):
     scratch = numpy.empty_like(xw)
     if cell == "lstm":
         c = numpy.array(state[1][0], order="C")
-        rnn._lstm_sequence_forward(xw, W_hh, b_hh, mask, one, h, c, out, numpy.empty_like(out),
+        rnn._lstm_sequence_forward(xw, W_hh, True, b_hh, mask, one, h, c, out, numpy.empty_like(out),
                                    numpy.empty_like(out), scratch, numpy.empty_like(out))
         return out[0], (h[None], c[None])
     if cell == "gru":
-        rnn._gru_sequence_forward(xw, W_hh, b_hh, mask, one, h, out, numpy.empty_like(out), scratch,
+        rnn._gru_sequence_forward(xw, W_hh, True, b_hh, mask, one, h, out, numpy.empty_like(out), scratch,
                                   numpy.empty_like(out))
     else:
-        rnn._rnn_sequence_forward(xw, W_hh, b_hh, mask, cell == "rnn_relu", one, h, out, numpy.empty_like(out),
+        rnn._rnn_sequence_forward(xw, W_hh, True, b_hh, mask, cell == "rnn_relu", one, h, out, numpy.empty_like(out),
                                   scratch)
     return out[0], (h[None],)
