@@ -15,8 +15,10 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
     blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
     loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel
-    layers.py     log_softmax_forward: the same row-wise fusion for decoding's log-probabilities
-    scalar.py     tanh_of, exp_of: float32 tanh and exp that LLVM vectorises inside those loops
+    layers.py     log_softmax_forward: the same row-wise fusion for decoding's log-probabilities;
+                  linear_forward: while decoding, the product on a kept contiguous W^T
+    scalar.py     tanh_of, exp_of, max_of: float32 tanh and exp, and a running maximum, that LLVM
+                  vectorises inside those loops
     embedding.py  scatter_add_rows: the embedding gradient
     decode.py     top_k: beam search's selection, one pass, no (B, k*V) temporary
     optim.py      adam_update: one pass over p, g, m, v

@@ -50,7 +50,9 @@ from typing import NamedTuple
 import numba
 import numpy
 
-from . import blas
+from minis2s import dispatch
+
+from . import blas, rnn
 from .attention import _context_backward, _dot, softmax_context_into
 from .blas import gemm
 from .rnn import _KERNEL, gru_row, gru_row_backward, lstm_row, lstm_row_backward
@@ -552,25 +554,32 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
 
 def decode_step(decoder, xw_emb, state, feed, encoded):
     """The twin of ``minis2s.nn.decoder.decode_step``: the forward loop above run for one step; without
-    attention, rnn.py's whole-sequence kernel run for one step."""
+    attention, rnn.py's whole-sequence kernel run for one step. Inside a decode (``dispatch.constant_weights``)
+    the weights as the kernels take them (contiguous slices, W_hh^T) are made at the first step and kept."""
     from minis2s.nn import decoder as reference
     if _fits(decoder, xw_emb):
-        ops = _operands(decoder, encoded)
+        ops = dispatch.derived("decoder.operands", (decoder, encoded.memory, encoded.mask, encoded.projected),
+                               lambda: _operands(decoder, encoded))          # kept for the whole decode
         out, final, feed, kept = _run_forward(decoder, _input_side(decoder, xw_emb[None], encoded, ops.W_ih), state,
                                               feed, ops, None)
         return out[0], final, feed, kept["weights"][0]
     if _plain(decoder, xw_emb):
         params = decoder.rnn.params
         xw = _input_side(decoder, xw_emb[None], encoded, params["weight_ih_l0"])
-        output, new_state = _plain_step(decoder.rnn.cell.name, xw, state,
-                                        numpy.ascontiguousarray(params["weight_hh_l0"]), params["bias_hh_l0"])
+        W_hh = params["weight_hh_l0"]
+        if dispatch.weights_constant():                              # a decode: W_hh^T kept from the first step
+            recurrent = dispatch.derived("transposed", (W_hh,), lambda: rnn.transposed(W_hh)), False
+        else:
+            recurrent = numpy.ascontiguousarray(W_hh), True
+        output, new_state = _plain_step(decoder.rnn.cell.name, xw, state, recurrent, params["bias_hh_l0"])
         return output, new_state, None, None
     return reference.decode_step.reference(decoder, xw_emb, state, feed, encoded)
 
 
-def _plain_step(cell, xw, state, W_hh, b_hh):
-    """One step of a cell on xw (1, B, G*H) from state (tuple of (1, B, H)) -> h' (B, H), the new state."""
-    from . import rnn
+def _plain_step(cell, xw, state, recurrent, b_hh):
+    """One step of a cell on xw (1, B, G*H) from state (tuple of (1, B, H)) -> h' (B, H), the new state.
+    recurrent: (W_hh^T, False) or (W_hh, True), as rnn.py's forward kernels take it."""
+    W_rec, trans = recurrent
     _, batch, _ = xw.shape
     one = xw.dtype.type(1)
     mask = numpy.ones((1, batch), dtype=bool)
@@ -579,13 +588,13 @@ def _plain_step(cell, xw, state, W_hh, b_hh):
     scratch = numpy.empty_like(xw)
     if cell == "lstm":
         c = numpy.array(state[1][0], order="C")
-        rnn._lstm_sequence_forward(xw, W_hh, True, b_hh, mask, one, h, c, out, numpy.empty_like(out),
+        rnn._lstm_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, c, out, numpy.empty_like(out),
                                    numpy.empty_like(out), scratch, numpy.empty_like(out))
         return out[0], (h[None], c[None])
     if cell == "gru":
-        rnn._gru_sequence_forward(xw, W_hh, True, b_hh, mask, one, h, out, numpy.empty_like(out), scratch,
+        rnn._gru_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, out, numpy.empty_like(out), scratch,
                                   numpy.empty_like(out))
     else:
-        rnn._rnn_sequence_forward(xw, W_hh, True, b_hh, mask, cell == "rnn_relu", one, h, out, numpy.empty_like(out),
+        rnn._rnn_sequence_forward(xw, W_rec, trans, b_hh, mask, cell == "rnn_relu", one, h, out, numpy.empty_like(out),
                                   scratch)
     return out[0], (h[None],)

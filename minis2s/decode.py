@@ -29,7 +29,7 @@ import numpy
 
 from . import backend
 from .data import BOS, EOS, PAD, UNK, collate
-from .dispatch import twin
+from .dispatch import constant_weights, twin
 
 
 class Hypothesis(NamedTuple):
@@ -64,6 +64,7 @@ def _limits(src_lengths, max_length):
     return numpy.full(len(src_lengths), max_length) if max_length else 2 * src_lengths + 10
 
 
+@constant_weights()               # the weights stay fixed while decoding (a fast path may keep copies of them)
 def greedy(model, src_seqs, max_length=None, min_length=0):
     """src_seqs: lists of source ids -> one Hypothesis per sentence.
 
@@ -85,10 +86,10 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
     done = xp.zeros(size, dtype=bool)
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)
-        logp = _forbid(logp.astype(xp.float64), step, min_length)
+        logp = _forbid(logp, step, min_length)
         words = logp.argmax(axis=1)                           # the most likely next word, (B,)
-        chosen = xp.take_along_axis(logp, words[:, None], axis=1)[:, 0]
-        logprob += xp.where(done, 0.0, chosen)                # a finished sentence adds nothing
+        chosen = logp[xp.arange(size), words]
+        logprob += xp.where(done, 0.0, chosen)                # a finished sentence adds nothing (sums in float64)
         steps += ~done
         words_per_step.append(words)
         attention_per_step.append(None if weights is None else weights.T)   # (B, S)
@@ -127,6 +128,7 @@ def top_k(scores, logp, done):
     return xp.take_along_axis(best, order, axis=1), xp.take_along_axis(best_scores, order, axis=1)
 
 
+@constant_weights()
 def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
                 alpha=0.6, block_ngram_repeat=0, replace_unk=False):
     """src_seqs: lists of source ids -> per sentence a list of ``nbest`` Hypothesis, best first.

@@ -19,7 +19,9 @@ A call then goes through ``dispatch`` below, which runs the twin when
       ``kernels/cuda/`` where there is one (the same name), else to the reference; the strict
       stand-in's arrays always keep the reference path: no kernel ever sees them.
 
-Otherwise it runs the reference. ``f.reference`` is the reference itself, whatever the switch says;
+Otherwise it runs the reference. Inside ``with constant_weights():`` (decoding: every step reads the same
+weights) a twin may keep what it derives from a weight, a transposed copy say, for the next step
+(``derived``); the reference derives nothing. ``f.reference`` is the reference itself, whatever the switch says;
 ``f.twin_name`` names its twin. The gradient checks (``minis2s gradcheck``, the test suite) run with
 the kernels off, so they check the code a learner reads; ``tests/test_kernels.py`` holds every twin
 against its reference.
@@ -59,6 +61,44 @@ def reference_path(reference=True):
         yield
     finally:
         _enabled = before
+
+
+_constant = None          # inside constant_weights(): {key: (the arrays it names, what was derived from them)}
+
+
+@contextlib.contextmanager
+def constant_weights():
+    """``with constant_weights():`` (or ``@constant_weights()`` on a function) promises that no weight
+    changes inside the block, as while decoding. Twins may then keep copies derived from weights across
+    calls (``derived``); they are dropped when the outermost block ends."""
+    global _constant
+    outer = _constant
+    if outer is None:
+        _constant = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _constant = None
+
+
+def derived(what, sources, make):
+    """``make()``; inside ``constant_weights()`` made once and kept for the block, under ``what`` and the
+    ``sources`` it is made from: arrays (by where their data lies, shape, strides and dtype) or other
+    objects (by identity). The sources are held with it, so their memory cannot be reused meanwhile."""
+    if _constant is None:
+        return make()
+    key = (what,) + tuple((a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+                          if isinstance(a, numpy.ndarray) else id(a) for a in sources)
+    kept = _constant.get(key)
+    if kept is None:
+        kept = _constant[key] = (sources, make())
+    return kept[1]
+
+
+def weights_constant():
+    """Are we inside ``constant_weights()``?"""
+    return _constant is not None
 
 
 def _load():

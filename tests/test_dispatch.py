@@ -62,3 +62,53 @@ def test_gradcheck_and_train_run_without_numba_and_say_so_once(tmp_path):
     assert checked.returncode == 0 and "0 failed" in checked.stdout, checked.stdout + checked.stderr
     assert checked.stderr.count("the fast kernels cannot be loaded") == 1
     assert "the reference path" in checked.stdout.splitlines()[0]
+
+
+def test_derived_copies_live_only_inside_a_constant_weights_block():
+    """dispatch.derived: made at each call outside constant_weights(); inside, once per source array and
+    kept until the outermost block ends (a nested block does not drop it); a view with other strides or
+    another array is another key."""
+    made = []
+
+    def make():
+        made.append(1)
+        return len(made)
+    weight = numpy.arange(12.0).reshape(3, 4)
+    assert dispatch.derived("t", (weight,), make) == 1 and dispatch.derived("t", (weight,), make) == 2
+    assert not dispatch.weights_constant()
+    with dispatch.constant_weights():
+        assert dispatch.weights_constant()
+        first = dispatch.derived("t", (weight,), make)
+        with dispatch.constant_weights():
+            assert dispatch.derived("t", (weight,), make) == first
+        assert dispatch.derived("t", (weight,), make) == first                    # still kept
+        assert dispatch.derived("t", (weight[:, :2],), make) != first            # a column slice: another key
+        assert dispatch.derived("t", (weight.copy(),), make) != first            # another array
+        assert dispatch.derived("u", (weight,), make) != first                   # another kind of copy
+    assert not dispatch.weights_constant()
+    assert dispatch.derived("t", (weight,), make) == len(made)                   # dropped: made again
+
+
+def test_decoding_after_the_weights_change_uses_the_new_weights():
+    """The copies kept while decoding (kernels: W^T of the output layer, the decoder's operands) do not
+    outlive the decode: train a step between two decodes and the kernels still give the reference's
+    translations of the new weights."""
+    import minis2s
+    from minis2s.decode import beam_search, greedy
+    rng = numpy.random.default_rng(3)
+    src = [rng.integers(4, 30, size=n).tolist() for n in (4, 7, 2)]
+    for attention in ("none", "luong-general"):
+        model = minis2s.Seq2Seq(30, 30, cell="lstm", attention=attention, emb_size=6, hidden_size=10, seed=1)
+        outputs = []
+        for _ in range(2):
+            with dispatch.reference_path(False):
+                fast = [h.tokens for h in greedy(model, src, max_length=8)]
+                fast_beam = [[h.tokens for h in hs] for hs in beam_search(model, src, beam_size=3, nbest=3, max_length=8)]
+            reference = [h.tokens for h in greedy(model, src, max_length=8)]
+            reference_beam = [[h.tokens for h in hs] for hs in beam_search(model, src, beam_size=3, nbest=3,
+                                                                             max_length=8)]
+            assert fast == reference and fast_beam == reference_beam
+            outputs.append(fast_beam)
+            for name, value in model.params.items():          # the weights change in place, as Adam's do
+                value *= numpy.float32(-1.5) if "out" in name else numpy.float32(1.2)
+        assert outputs[0] != outputs[1]                         # the change is one the translations show

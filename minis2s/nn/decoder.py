@@ -43,7 +43,7 @@ from typing import NamedTuple
 from .. import backend
 from ..dispatch import twin
 from .attention import Attention
-from .layers import Linear, dropout_backward, dropout_forward, tanh_backward, tanh_forward
+from .layers import Linear, dropout_backward, dropout_forward, linear_forward, tanh_backward, tanh_forward
 from .module import Module
 from .rnn import Recurrent
 
@@ -89,8 +89,7 @@ class Decoder(Module):
 
     def embedding_projection(self, emb):
         """emb (..., E) -> emb W_ih0[:, :E]^T + b_ih0 (..., G*H): layer 0's input side for the embedding part."""
-        W_ih = self.rnn.params["weight_ih_l0"]
-        return emb @ W_ih[:, :self.emb_size].T + self.rnn.params["bias_ih_l0"]
+        return linear_forward(emb, self.rnn.params["weight_ih_l0"][:, :self.emb_size], self.rnn.params["bias_ih_l0"])[0]
 
     def initial_feed(self, batch):
         """h~_0 = 0 (B, H) with input feeding, else None."""

@@ -138,6 +138,7 @@ class LinearCache(NamedTuple):
     x: object            # (..., in)
 
 
+@twin("layers.linear_forward")
 def linear_forward(x, weight, bias=None):
     """x: (..., in), weight: (out, in), bias: (out,) or None  ->  y: (..., out)."""
     x2 = x.reshape(-1, x.shape[-1])                 # one (N, in) x (in, out) product, not one per leading index
