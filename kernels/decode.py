@@ -7,14 +7,29 @@ Reference, for each sentence b with beams j = 0..k-1 and words v:
 
 The reference materialises the (B, k*V) candidates and runs ``argpartition`` on them (1.6 ms a step
 for 32 sentences, k = 5, V = 1,000: 44% of beam search at the ``small`` size). Here one pass reads
-logp once and keeps a sorted list of the k best so far: a candidate that does not beat the k-th
-best, nearly all of them, costs one comparison. Ties keep the lower index first.
+logp once and keeps a sorted list of the k best so far. The words go in blocks of 64: a block whose
+largest log-probability (a vectorised maximum) does not beat the k-th best, nearly every block once the
+list has filled, is passed over whole; only the others are walked word by word (measured: 32 x 5 rows
+of 1,000 words 70 -> 35 us; 64 x 5 rows of 8,000, 1.06 -> 0.34 ms). Ties keep the lower index first.
 """
 import numba
 import numpy
 
+from .scalar import max_of
 
-@numba.njit(cache=True)
+
+BLOCK = 64          # words a block: each block's maximum first, in SIMD (scalar.max_of)
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _block_max(block):
+    top = block[0]
+    for u in range(1, block.shape[0]):
+        top = max_of(top, block[u])
+    return top
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _top_k(scores, logp, done, best, best_scores):
     size, k = scores.shape
     vocab = logp.shape[1]
@@ -28,17 +43,21 @@ def _top_k(scores, logp, done, best, best_scores):
             base = scores[b, j]
             if base == -numpy.inf:                        # a beam not (or no longer) alive
                 continue
-            row = b * k + j
-            for v in range(vocab):
-                value = base + numpy.float64(logp[row, v])
-                if value > best_scores[b, k - 1]:
-                    position = k - 1                      # insertion into the sorted k best
-                    while position > 0 and value > best_scores[b, position - 1]:
-                        best_scores[b, position] = best_scores[b, position - 1]
-                        best[b, position] = best[b, position - 1]
-                        position -= 1
-                    best_scores[b, position] = value
-                    best[b, position] = j * vocab + v
+            row = logp[b * k + j]
+            for start in range(0, vocab, BLOCK):
+                block = row[start:start + BLOCK]
+                if not base + numpy.float64(_block_max(block)) > best_scores[b, k - 1]:
+                    continue                              # nothing in this block beats the k-th best
+                for u in range(block.shape[0]):
+                    value = base + numpy.float64(block[u])
+                    if value > best_scores[b, k - 1]:
+                        position = k - 1                  # insertion into the sorted k best
+                        while position > 0 and value > best_scores[b, position - 1]:
+                            best_scores[b, position] = best_scores[b, position - 1]
+                            best[b, position] = best[b, position - 1]
+                            position -= 1
+                        best_scores[b, position] = value
+                        best[b, position] = j * vocab + start + u
 
 
 def top_k(scores, logp, done):

@@ -479,20 +479,26 @@ def test_decoder_loop_kernel_leaves_other_decoders_to_the_reference():
         model.loss_and_grads(batch)
 
 
-@given(size=st.integers(1, 4), k=st.integers(1, 5), vocab=st.integers(5, 30), seed=st.integers(0, 1000))
-def test_beam_top_k_kernel_matches_the_reference(size, k, vocab, seed):
-    """The k best of scores[b, j] + logp[b*k + j, v] per sentence, sorted; dead beams and done sentences."""
+@given(size=st.integers(1, 4), k=st.integers(1, 5), vocab=st.integers(5, 300), seed=st.integers(0, 1000),
+       dtype=st.sampled_from([numpy.float64, numpy.float32]), ties=st.booleans())
+def test_beam_top_k_kernel_matches_the_reference(size, k, vocab, seed, dtype, ties):
+    """The k best of scores[b, j] + logp[b*k + j, v] per sentence, sorted; dead beams and done sentences;
+    vocabularies over several of the kernel's 64-word blocks, float32 log-probabilities, and ties."""
     from minis2s.kernels.decode import top_k
     rng = numpy.random.default_rng(seed)
     scores = rng.standard_normal((size, k))
     scores[:, k // 2:] = numpy.where(rng.random((size, k - k // 2)) < 0.3, -numpy.inf, scores[:, k // 2:])
     scores[:, 0] = rng.standard_normal(size)                              # one live beam at least
     logp = rng.standard_normal((size * k, vocab))
+    if ties:
+        logp = numpy.round(logp * 2) / 2
+        scores = numpy.round(scores * 2) / 2
+    logp = logp.astype(dtype)
     logp[:, 1] = -numpy.inf                                               # a forbidden word
     done = rng.random(size) < 0.3
     best, best_scores = top_k(scores, logp, done)
 
-    candidates = (scores.reshape(-1, 1) + logp).reshape(size, k * vocab)
+    candidates = (scores.reshape(-1, 1) + logp.astype(numpy.float64)).reshape(size, k * vocab)
     for b in range(size):
         if done[b]:
             assert numpy.all(best_scores[b] == -numpy.inf)
@@ -502,6 +508,21 @@ def test_beam_top_k_kernel_matches_the_reference(size, k, vocab, seed):
         numpy.testing.assert_array_equal(candidates[b, best[b]], best_scores[b])   # the indices name them
         finite = numpy.isfinite(best_scores[b])
         assert len(set(best[b][finite].tolist())) == int(finite.sum())
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64])
+def test_beam_top_k_kernel_finds_a_lone_best_word_anywhere_in_its_block(dtype):
+    """The kernel passes over 64-word blocks by their maximum: one word far above the rest, at each edge
+    of a block, in the middle, and in the last, shorter block, is still found (then the runner-up)."""
+    from minis2s.kernels.decode import top_k
+    vocab = 200
+    for position in (0, 1, 31, 62, 63, 64, 65, 127, 128, 191, 192, 199):
+        logp = numpy.full((2, vocab), -10.0, dtype=dtype)
+        logp[1, position] = -1.0
+        logp[1, (position + 100) % vocab] = -2.0
+        best, best_scores = top_k(numpy.array([[-0.5, -0.25]]), logp, numpy.zeros(1, dtype=bool))
+        assert best[0].tolist() == [vocab + position, vocab + (position + 100) % vocab]
+        assert best_scores[0].tolist() == [-1.25, -2.25]
 
 
 @pytest.mark.parametrize("cell,attention", [("lstm", "bahdanau"), ("gru", "none")])
