@@ -69,9 +69,11 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
     """src_seqs: lists of source ids -> one Hypothesis per sentence.
 
     The decoder runs one step at a time on its own output: y_t = argmax_v log p(v | y_<t, x), fed back
-    as the next input (autoregressive), until <eos> or the length limit. Everything stays where the
-    model runs (on the GPU with CuPy): a step copies one flag to the host ("all done?"), and the chosen
-    words come over once, at the end.
+    as the next input (autoregressive), until <eos> or the length limit. A sentence that has ended
+    leaves the batch (its rows of the state and of the encoder's output are dropped), so later steps
+    run on the sentences still going only. Everything stays where the model runs (on the GPU with
+    CuPy): a step copies one (B,) flag to the host ("which just ended?"), and the chosen words come
+    over once, at the end.
     """
     xp = backend.xp()
     batch = collate(src_seqs)
@@ -79,24 +81,30 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
     encoded, state, feed = model.start(batch.src, batch.src_lengths)
     limits = _limits(backend.to_numpy(batch.src_lengths), max_length)          # one copy, before the loop
     limit = backend.asarray(limits)
+    alive = numpy.arange(size)                                # the sentences still decoding, on the host
     tokens = xp.full((size,), BOS, dtype=xp.int64)            # every sentence starts from <bos>
-    words_per_step, attention_per_step = [], []
-    logprob = xp.zeros(size)
+    words_per_step, attention_per_step = [], []               # (B,), (B, S) a step: <pad>, 0 once ended
+    logprob = xp.zeros(size)                                  # sums in float64
     steps = xp.zeros(size, dtype=xp.int64)                    # words chosen so far, <eos> included
-    done = xp.zeros(size, dtype=bool)
     for step in range(int(limits.max())):
-        logp, state, feed, weights = model.step(tokens, state, feed, encoded)
+        logp, state, feed, weights = model.step(tokens, state, feed, encoded)   # (A, V): the A alive ones
         logp = _forbid(logp, step, min_length)
-        words = logp.argmax(axis=1)                           # the most likely next word, (B,)
-        chosen = logp[xp.arange(size), words]
-        logprob += xp.where(done, 0.0, chosen)                # a finished sentence adds nothing (sums in float64)
-        steps += ~done
-        words_per_step.append(words)
-        attention_per_step.append(None if weights is None else weights.T)   # (B, S)
-        done = done | (words == EOS) | (step + 1 >= limit)
-        if backend.to_bool(done.all()):
+        words = logp.argmax(axis=1)                           # the most likely next word, (A,)
+        rows = backend.asarray(alive)
+        logprob[rows] += logp[xp.arange(len(alive)), words]
+        steps[rows] += 1
+        words_per_step.append(_full((size,), PAD, rows, words))
+        attention_per_step.append(None if weights is None else _full((size, weights.shape[0]), 0, rows, weights.T))
+        ended = backend.to_numpy((words == EOS) | (step + 1 >= limit[rows]))    # one copy a step
+        if ended.all():
             break
         tokens = words                                        # the output becomes the next input
+        if ended.any():                                       # the ended sentences leave the batch
+            keep = backend.asarray(numpy.flatnonzero(~ended))
+            alive = alive[~ended]
+            tokens = words[keep]
+            state, feed = model.select_state(state, feed, keep)
+            encoded = model.repeat_encoded(encoded, keep)
 
     words_per_step = backend.to_numpy(xp.stack(words_per_step))          # (T, B), once, at the end
     attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
@@ -109,6 +117,14 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
             words = words[:-1]
         hypotheses.append(Hypothesis(words, float(logprob[b]), float(logprob[b]), weights))
     return hypotheses
+
+
+def _full(shape, fill, rows, values):
+    """A (B, ...) array of ``fill`` holding ``values`` at the alive sentences' ``rows``: a step's record
+    for every sentence of the batch."""
+    full = backend.xp().full(shape, fill, dtype=values.dtype)
+    full[rows] = values
+    return full
 
 
 @twin("decode.top_k")
@@ -134,8 +150,10 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     """src_seqs: lists of source ids -> per sentence a list of ``nbest`` Hypothesis, best first.
 
     The bookkeeping is array code over all sentences and beams at once, where the model runs: a step
-    copies one flag to the host ("all done?"), never the (B*k, V) log-probabilities. Each step records,
-    per beam, the word, the parent beam (back-pointer) and, where the extension finished, its score;
+    copies one (B,) flag to the host ("which sentences are done?"), never the (B*k, V) log-probabilities;
+    a done sentence leaves the batch (its k rows of the state and of the encoder's output are dropped).
+    Each step records, per beam, the word, the parent beam (back-pointer) and, where the extension
+    finished, its score;
     after the loop these come to the host once and each finished translation is read back along its
     back-pointers. (Only ``block_ngram_repeat`` reads the histories during the search, on the host.)
     """
@@ -153,35 +171,44 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     limits = _limits(src_lengths, max_length)
     limit = backend.asarray(limits)
 
+    alive = numpy.arange(size)                           # the sentences still decoding, on the host
     scores = xp.full((size, k), -numpy.inf)
     scores[:, 0] = 0.0                                   # one live beam to start with
     tokens = xp.full((size * k,), BOS, dtype=xp.int64)
-    words_per_step, back_per_step, finished_per_step, attention_per_step = [], [], [], []
+    words_per_step, back_per_step, finished_per_step, attention_per_step = [], [], [], []   # (B, k) a step
     finished = xp.zeros(size, dtype=xp.int64)           # finished translations per sentence
-    done = xp.zeros(size, dtype=bool)
     for step in range(int(limits.max())):
-        logp, state, feed, weights = model.step(tokens, state, feed, encoded)
+        logp, state, feed, weights = model.step(tokens, state, feed, encoded)   # (A*k, V): the A alive ones
         logp = _forbid(logp, step, min_length)
         if block_ngram_repeat:
-            logp = _block_repeats(logp, words_per_step, back_per_step, block_ngram_repeat, k)
-        best, best_scores = top_k(scores, logp, done)
+            logp = _block_repeats(logp, words_per_step, back_per_step, block_ngram_repeat, k, alive)
+        active = len(alive)
+        best, best_scores = top_k(scores, logp, xp.zeros(active, dtype=bool))
         vocab = logp.shape[1]
-        back, words = best // vocab, best % vocab                        # parent beam, new word: (B, k)
-        at_limit = step + 1 >= limit                                     # (B,)
-        live = xp.isfinite(best_scores) & ~done[:, None]
+        back, words = best // vocab, best % vocab                        # parent beam, new word: (A, k)
+        rows = backend.asarray(alive)
+        at_limit = step + 1 >= limit[rows]                               # (A,)
+        live = xp.isfinite(best_scores)
         ends = live & ((words == EOS) | at_limit[:, None])              # these leave for the finished list
-        words_per_step.append(words)
-        back_per_step.append(back)
-        finished_per_step.append(xp.where(ends, best_scores, -numpy.inf))
-        attention_per_step.append(None if weights is None else weights.T.reshape(size, k, -1))   # (B, k, S)
+        words_per_step.append(_full((size, k), PAD, rows, words))
+        back_per_step.append(_full((size, k), 0, rows, back))
+        finished_per_step.append(_full((size, k), -numpy.inf, rows, xp.where(ends, best_scores, -numpy.inf)))
+        attention_per_step.append(None if weights is None else
+                                  _full((size, k, weights.shape[0]), 0, rows, weights.T.reshape(active, k, -1)))
         scores = xp.where(ends, -numpy.inf, best_scores)                # the slot is free again
         finished += ends.sum(axis=1)
-        done = done | (finished >= k) | at_limit
-        if backend.to_bool(done.all()):
+        done = backend.to_numpy((finished >= k) | at_limit)             # one copy a step
+        if done.all():
             break
-        flat = (xp.arange(size)[:, None] * k + back).reshape(-1)
-        state, feed = model.select_state(state, feed, flat)              # each beam's parent
-        tokens = words.reshape(-1)
+        parents = xp.arange(active)[:, None] * k + back                  # each beam's parent row, (A, k)
+        tokens = words
+        if done.any():                                                   # the done sentences leave the batch
+            keep = backend.asarray(numpy.flatnonzero(~done))
+            alive = alive[~done]
+            parents, tokens, scores, finished = parents[keep], words[keep], scores[keep], finished[keep]
+            encoded = model.repeat_encoded(encoded, (keep[:, None] * k + xp.arange(k)).reshape(-1))
+        state, feed = model.select_state(state, feed, parents.reshape(-1))   # each beam's parent
+        tokens = tokens.reshape(-1)
 
     # to the host, once: (T, B, k) words, back-pointers, finished scores; (T, B, k, S) attention
     words_per_step, back_per_step, finished_per_step = (backend.to_numpy(xp.stack(history)) for history in
@@ -239,9 +266,10 @@ def _path(history_back, b, j):
     return beams[::-1]
 
 
-def _block_repeats(logp, words_per_step, back_per_step, n, k):
+def _block_repeats(logp, words_per_step, back_per_step, n, k, alive):
     """Forbid any word that would complete an n-gram already in the beam's own translation. It walks
-    every beam's history, so it works on the host: logp comes over and goes back each step."""
+    every beam's history, so it works on the host: logp comes over and goes back each step. Row
+    b * k + j of logp is beam j of sentence alive[b] of the histories."""
     if len(words_per_step) < n - 1:
         return logp
     history_tokens = [backend.to_numpy(w) for w in words_per_step]
@@ -253,7 +281,8 @@ def _block_repeats(logp, words_per_step, back_per_step, n, k):
             row = b * k + j
             if not numpy.isfinite(logp[row]).any():
                 continue
-            words = [int(history_tokens[t][b, beam]) for t, beam in enumerate(_path(history_back, b, j))]
+            sentence = alive[b]
+            words = [int(history_tokens[t][sentence, beam]) for t, beam in enumerate(_path(history_back, sentence, j))]
             if len(words) < n - 1:
                 continue
             prefix = tuple(words[len(words) - n + 1:]) if n > 1 else ()

@@ -174,3 +174,36 @@ def test_every_beam_hypothesis_is_its_own_words_scored_by_the_model(attention, e
                 numpy.testing.assert_allclose(h.attention[:, :alone.shape[1]], alone, rtol=1e-12, atol=1e-12)
                 assert not h.attention[:, alone.shape[1]:].any()
     assert 0 < ended_early < 20                             # both kinds of ending are met
+
+
+@pytest.mark.parametrize("attention,scale,eos_bias", [("none", 2.0, 0.0), ("luong-general", 3.0, 0.1)])
+def test_a_batch_decodes_as_its_sentences_do_one_by_one(attention, scale, eos_bias):
+    """Sentences end at different steps and leave the batch as they do (their rows of the state and of
+    the encoder's output dropped): each sentence's translations, scores and attention are still those
+    it gets decoded alone, for greedy and for beam search (with n-gram blocking, which reads the
+    histories by sentence)."""
+    model = minis2s.Seq2Seq(14, 14, cell="lstm", attention=attention, emb_size=5, hidden_size=7, seed=6,
+                            dtype="float64")
+    for value in model.params.values():
+        value *= scale
+    model.params["decoder.out.bias"][data.EOS] += eos_bias           # some end by <eos>, some at their limit
+    rng = numpy.random.default_rng(2)
+    sources = [rng.integers(4, 14, size=rng.integers(1, 8)).tolist() for _ in range(7)]
+
+    def same(batched, alone):
+        assert batched.tokens == alone.tokens
+        assert batched.logprob == pytest.approx(alone.logprob, rel=1e-12, abs=1e-12)
+        assert batched.score == pytest.approx(alone.score, rel=1e-12, abs=1e-12)
+        if attention != "none":
+            width = alone.attention.shape[1]
+            numpy.testing.assert_allclose(batched.attention[:, :width], alone.attention, rtol=1e-12, atol=1e-12)
+    together = greedy(model, sources)
+    assert len({len(h.tokens) for h in together}) > 3                 # they do end at different steps
+    for source, batched in zip(sources, together):
+        same(batched, greedy(model, [source])[0])
+    beamed = beam_search(model, sources, beam_size=3, nbest=3, block_ngram_repeat=2, normalize="avg")
+    for source, hypotheses in zip(sources, beamed):
+        alone = beam_search(model, [source], beam_size=3, nbest=3, block_ngram_repeat=2, normalize="avg")[0]
+        assert len(hypotheses) == len(alone)
+        for batched, single in zip(hypotheses, alone):
+            same(batched, single)
