@@ -15,7 +15,7 @@ import numba
 import numpy
 
 from .loss import PARALLEL_FROM
-from .rnn import _KERNEL
+from .rnn import _KERNEL, transposed
 from .scalar import exp_of, max_of
 
 
@@ -68,7 +68,7 @@ def linear_forward(x, weight, bias=None):
     from minis2s.nn import layers
     if not dispatch.weights_constant():
         return layers.linear_forward.reference(x, weight, bias)
-    weight_t = dispatch.derived("transposed", (weight,), lambda: numpy.ascontiguousarray(weight.T))
+    weight_t = dispatch.derived("transposed", (weight,), lambda: transposed(weight))
     y = x.reshape(-1, x.shape[-1]) @ weight_t
     if bias is not None:
         y += bias

@@ -417,12 +417,34 @@ def _gru_sequence_backward(dout, mask, h_prev, gates, gh_n, W_hh, one, dh, dxw_a
         gemm(False, dgh, W_hh, one, dh)                              # dh += dgh W_hh (the direct path is in dh)
 
 
+@numba.njit(**_KERNEL)
+def _transpose_into(a, out):
+    """out <- a^T, a tile of 8 x 8 at a time (both arrays' lines of a tile stay in cache)."""
+    rows, columns = a.shape
+    whole_rows, whole_columns = rows - rows % 8, columns - columns % 8
+    for r0 in range(0, whole_rows, 8):
+        for c0 in range(0, whole_columns, 8):
+            for c in range(8):
+                for r in range(8):
+                    out[c0 + c, r0 + r] = a[r0 + r, c0 + c]
+    for r in range(whole_rows, rows):
+        for c in range(columns):
+            out[c, r] = a[r, c]
+    for r in range(whole_rows):
+        for c in range(whole_columns, columns):
+            out[c, r] = a[r, c]
+
+
 def transposed(W):
     """W^T as a C-contiguous copy, taken once before a time loop: the per-step product h W^T then runs as
     BLAS's plain ``h @ W_t`` (no operand transposed), measured 13-30% faster than the transposed form at
     these shapes (B = 32, H = 128, LSTM: 43 -> 34 us; B = 64, H = 512: 0.98 -> 0.77 ms) for the price of
-    one copy of W a sequence. The backward's ``dh += da W_hh`` is already of that plain form."""
-    return numpy.ascontiguousarray(W.T)
+    one copy of W a sequence. The backward's ``dh += da W_hh`` is already of that plain form. The copy
+    goes by 8 x 8 tiles: NumPy's ``ascontiguousarray(W.T)`` walks one of the two arrays across its lines
+    and took 4.0 ms for a 2,048 x 512 W_hh (0.65 ms here), 21 ms for the 8,000 x 512 output layer (3.7)."""
+    out = numpy.empty(W.shape[::-1], dtype=W.dtype)
+    _transpose_into(W, out)
+    return out
 
 
 def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):

@@ -586,3 +586,16 @@ def test_vectorised_running_maximum_is_exact(dtype, size, where, seed, fill):
     row[(where * 7) % size] = 10.0                # a tie, or the same place
     assert running_max(row) == row.max() == dtype(10.0)
     assert running_max(-numpy.abs(row)) == (-numpy.abs(row)).max()
+
+
+@given(rows=st.integers(1, 40), columns=st.integers(1, 40), start=st.integers(0, 3),
+       dtype=st.sampled_from([numpy.float32, numpy.float64]))
+def test_tiled_transpose_is_the_transpose(rows, columns, start, dtype):
+    """kernels/rnn.py's transposed (8 x 8 tiles, then the edges): W^T exactly, C-contiguous, for any shape
+    and for a column slice (the embedding's columns of W_ih)."""
+    from minis2s.kernels.rnn import transposed
+    whole = numpy.random.default_rng(rows * 41 + columns).standard_normal((rows, columns + start)).astype(dtype)
+    for W in (whole, whole[:, start:]):
+        out = transposed(W)
+        assert out.flags.c_contiguous and out.dtype == dtype
+        numpy.testing.assert_array_equal(out, W.T)
