@@ -8,6 +8,7 @@ uses, found beside NumPy (its wheels bundle OpenBLAS as ``scipy_openblas64_``), 
 Numba calls without leaving compiled code:
 
     c <- a b^T + beta c   (trans_b)        c <- a b + beta c   (not trans_b)     a, b, c C-contiguous
+    c <- a^T b + beta c   (gemm_at: a weight gradient added into its array)
 
 ``available`` is False where NumPy's BLAS cannot be found this way (a NumPy built against another
 library); the whole-sequence kernels then give way to the reference path.
@@ -60,6 +61,24 @@ available = _found is not None
 if available:
     _sgemm = _declare("minis2s_numpy_sgemm", _found[0], types.float32, _found[2])
     _dgemm = _declare("minis2s_numpy_dgemm", _found[1], types.float64, _found[2])
+
+
+def gemm_at(a, b, beta, c):
+    """c <- a^T b + beta c (a (K, M), b (K, N), c (M, N), C-contiguous); inside Numba kernels only."""
+    c[...] = a.T @ b + beta * c
+
+
+@overload(gemm_at)
+def _gemm_at(a, b, beta, c):
+    single = a.dtype == types.float32
+    blas = _sgemm if single else _dgemm
+    one = numpy.float32(1) if single else 1.0
+
+    def call(a, b, beta, c):
+        k, m = a.shape
+        n = c.shape[1]
+        blas(_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, one, a.ctypes.data, m, b.ctypes.data, n, beta, c.ctypes.data, n)
+    return call
 
 
 def gemm(trans_b, a, b, beta, c):

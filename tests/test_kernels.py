@@ -560,6 +560,12 @@ def test_numpys_blas_called_from_numba(dtype, trans_b):
     c[...] = numpy.nan
     gemm(trans_b, a, b, dtype(0), c)
     assert_near(c, product, 1e-6 if dtype == numpy.float32 else 1e-14)
+    gemm_at = numba.njit(lambda a, b, beta, c: blas.gemm_at(a, b, beta, c))   # c <- a^T b + beta c
+    d = rng.standard_normal((5, 4)).astype(dtype)
+    added = rng.standard_normal((7, 4)).astype(dtype)
+    expected = added + a.T @ d
+    gemm_at(a, d, dtype(1), added)
+    assert_near(added, expected, 1e-6 if dtype == numpy.float32 else 1e-14)
 
 
 @given(size=st.integers(1, 70), where=st.integers(0, 69), seed=st.integers(0, 1000),
@@ -599,3 +605,29 @@ def test_tiled_transpose_is_the_transpose(rows, columns, start, dtype):
         out = transposed(W)
         assert out.flags.c_contiguous and out.dtype == dtype
         numpy.testing.assert_array_equal(out, W.T)
+
+
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_projected_cross_entropy_kernel_in_parallel_at_a_real_size(dtype, tolerance, bias):
+    """The rows' parallel loop (from 2^20 logits on): the bias added and its gradient summed in the rows'
+    pass, a block of rows per thread, and dW added into its array by BLAS; padded positions included."""
+    from minis2s.loss import projected_cross_entropy
+    rng = numpy.random.default_rng(7)
+    steps, batch, hidden, vocab = 12, 30, 16, 9000       # over 2^20 real-token logits
+    outputs = _normal(rng, (steps, batch, hidden), dtype)
+    weight, b = _normal(rng, (vocab, hidden), dtype), (_normal(rng, (vocab,), dtype) if bias else None)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    lengths[0] = steps
+    targets = rng.integers(0, vocab, size=(steps, batch))
+
+    def run():
+        dweight, dbias = numpy.ones_like(weight), (numpy.ones_like(b) if bias else None)
+        loss, doutputs = projected_cross_entropy(outputs, weight, b, targets, lengths, 0.1, dweight, dbias)
+        return loss, doutputs, dweight, dbias
+    with spying(kernels.loss, "_rows_parallel") as calls:
+        fast, reference = both(run)
+    assert calls == {"_rows_parallel": 1}
+    for what, a, r in zip(("loss", "doutputs", "dweight", "dbias"), fast, reference):
+        if r is not None:
+            assert_near(a, r, tolerance, what, floor=1.0)
