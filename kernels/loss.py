@@ -24,7 +24,6 @@ import numpy
 from minis2s.loss import length_mask
 
 from . import blas
-from .blas import gemm_at
 from .rnn import _KERNEL
 from .scalar import exp_of, max_of
 
@@ -127,21 +126,6 @@ def softmax_cross_entropy(logits, targets, mask, weight, label_smoothing=0.0):
     return token_loss.reshape(steps, batch).astype(logits.dtype), dlogits.reshape(logits.shape)
 
 
-@numba.njit(**_KERNEL)
-def _add_at(a, b, c):
-    gemm_at(a, b, c.dtype.type(1), c)
-
-
-def _add_transposed_product(a, b, c):
-    """c += a^T b, BLAS adding into c itself (beta = 1): no (V, H) temporary and no second pass over it
-    (measured at the base size's dW, 8,000 x 512: 3 ms a step). NumPy's product where that cannot be."""
-    if blas.available and c.flags.c_contiguous and a.flags.c_contiguous and b.flags.c_contiguous \
-            and a.dtype == b.dtype == c.dtype:
-        _add_at(a, b, c)
-    else:
-        c += a.T @ b
-
-
 def projected_cross_entropy(outputs, weight, bias, targets, lengths, label_smoothing, dweight, dbias):
     """The twin of ``minis2s.loss.projected_cross_entropy``: the projection, the loss and the projection's
     backward over the real target tokens only. A padded position's dlogits row is exactly zero in the
@@ -159,7 +143,7 @@ def projected_cross_entropy(outputs, weight, bias, targets, lengths, label_smoot
                               numpy.full(real.size, 1.0 / count), label_smoothing, bias)   # + b, in the rows' pass
     token_loss, dlogits = rows[:2]
     loss = token_loss.astype(dtype).sum() / numpy.asarray(count)           # the reference's mean, a 0-d float64
-    _add_transposed_product(dlogits, o, dweight)                           # dW += dlogits^T o
+    blas.add_at(dlogits, o, dweight)                                       # dW += dlogits^T o
     if dbias is not None:
         dbias += rows[2].astype(dtype)                                     # db: summed in the rows' pass
     do = dlogits @ weight                                                  # (N, H)

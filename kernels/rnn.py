@@ -447,6 +447,20 @@ def transposed(W):
     return out
 
 
+def add_weight_grads(grads, x, h_prev, dxw, dgh):
+    """The twin of ``minis2s.nn.rnn.add_weight_grads``: the same four gradients, BLAS adding dW_ih and dW_hh
+    into their arrays (``blas.add_at``: no temporaries), and an LSTM's one bias sum taken once (its dgh is
+    its dxw: the reference sums the same (T*B, 4H) array twice)."""
+    dW_ih, db_ih, dW_hh, db_hh = grads
+    flat_dxw = dxw.reshape(-1, dxw.shape[-1])
+    flat_dgh = dgh.reshape(-1, dgh.shape[-1])
+    blas.add_at(flat_dxw, numpy.ascontiguousarray(x.reshape(-1, x.shape[-1])), dW_ih)
+    summed = flat_dxw.sum(axis=0)
+    db_ih += summed
+    blas.add_at(flat_dgh, numpy.ascontiguousarray(h_prev.reshape(-1, h_prev.shape[-1])), dW_hh)
+    db_hh += summed if dgh is dxw else flat_dgh.sum(axis=0)
+
+
 def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
     """The twin of ``minis2s.nn.rnn.direction_forward``: the same arguments and results; the cache holds
     a SequenceCache where the reference keeps a list of step caches."""
@@ -512,5 +526,5 @@ def direction_backward(cell, dout, dstate, cache, W_ih, grads):
     else:
         _rnn_sequence_backward(dout, mask, seq.gates, W_hh, seq.cell == "rnn_relu", one, dh, dxw)
         dgh, dfirst = dxw, (dh,)
-    rnn.add_weight_grads(grads, x, h_prev, dxw, dgh)               # after the loop, the reference's products
+    add_weight_grads(grads, x, h_prev, dxw, dgh)                   # after the loop: the weight gradients' products
     return dxw @ W_ih, dfirst
