@@ -292,7 +292,6 @@ def test_projected_cross_entropy_kernel_matches_the_reference(dtype, tolerance, 
                                                               smoothing, bias):
     """The output projection + loss + its backward over the real tokens only: the same loss, dW, db and
     doutputs as the reference over every position (padded outputs and targets hold anything)."""
-    from minis2s.loss import projected_cross_entropy
     rng = numpy.random.default_rng(seed)
     outputs = _normal(rng, (steps, batch, hidden), dtype)
     weight, b = _normal(rng, (vocab, hidden), dtype), (_normal(rng, (vocab,), dtype) if bias else None)
@@ -302,18 +301,27 @@ def test_projected_cross_entropy_kernel_matches_the_reference(dtype, tolerance, 
     targets[padded] = 10 ** 6                                              # padded targets: anything
     outputs[padded] = 1e3                                                  # and their outputs too
 
+    fast = _projected_both_ways(outputs, weight, b, targets, lengths, smoothing, tolerance, "projected_cross_entropy")
+    assert fast[1].dtype == dtype and numpy.all(fast[1][padded] == 0.0)
+
+
+def _projected_both_ways(outputs, weight, b, targets, lengths, smoothing, tolerance, spied):
+    """loss.projected_cross_entropy with the kernels and on the reference: loss, doutputs, and dW, db added
+    into arrays of ones, held to each other; kernels.loss.<spied> must have run once. Returns the fast ones."""
+    from minis2s.loss import projected_cross_entropy
+
     def run():
-        dweight, dbias = numpy.ones_like(weight), (numpy.ones_like(b) if bias else None)    # added into
+        dweight, dbias = numpy.ones_like(weight), (None if b is None else numpy.ones_like(b))    # added into
         loss, doutputs = projected_cross_entropy(outputs, weight, b, targets, lengths, smoothing, dweight, dbias)
         return loss, doutputs, dweight, dbias
 
-    with spying(kernels.loss, "projected_cross_entropy") as calls:
+    with spying(kernels.loss, spied) as calls:
         fast, reference = both(run)
-    assert calls == {"projected_cross_entropy": 1}
+    assert calls == {spied: 1}
     for what, a, r in zip(("loss", "doutputs", "dweight", "dbias"), fast, reference):
         if r is not None:
             assert_near(a, r, tolerance, what, floor=1.0)
-    assert fast[1].dtype == dtype and numpy.all(fast[1][padded] == 0.0)
+    return fast
 
 
 @given(rows=st.integers(1, 6), size=st.integers(1, 3000), scale=st.sampled_from([1.0, 30.0]),
@@ -612,7 +620,6 @@ def test_tiled_transpose_is_the_transpose(rows, columns, start, dtype):
 def test_projected_cross_entropy_kernel_in_parallel_at_a_real_size(dtype, tolerance, bias):
     """The rows' parallel loop (from 2^20 logits on): the bias added and its gradient summed in the rows'
     pass, a block of rows per thread, and dW added into its array by BLAS; padded positions included."""
-    from minis2s.loss import projected_cross_entropy
     rng = numpy.random.default_rng(7)
     steps, batch, hidden, vocab = 12, 30, 16, 9000       # over 2^20 real-token logits
     outputs = _normal(rng, (steps, batch, hidden), dtype)
@@ -621,13 +628,4 @@ def test_projected_cross_entropy_kernel_in_parallel_at_a_real_size(dtype, tolera
     lengths[0] = steps
     targets = rng.integers(0, vocab, size=(steps, batch))
 
-    def run():
-        dweight, dbias = numpy.ones_like(weight), (numpy.ones_like(b) if bias else None)
-        loss, doutputs = projected_cross_entropy(outputs, weight, b, targets, lengths, 0.1, dweight, dbias)
-        return loss, doutputs, dweight, dbias
-    with spying(kernels.loss, "_rows_parallel") as calls:
-        fast, reference = both(run)
-    assert calls == {"_rows_parallel": 1}
-    for what, a, r in zip(("loss", "doutputs", "dweight", "dbias"), fast, reference):
-        if r is not None:
-            assert_near(a, r, tolerance, what, floor=1.0)
+    _projected_both_ways(outputs, weight, b, targets, lengths, 0.1, tolerance, "_rows_parallel")
