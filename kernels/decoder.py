@@ -45,6 +45,7 @@ dq = du (dot) or du W_a (general); the cell stack as above; dh~_t-1 = dxw^0 W_fe
 
 After the loop, as in the reference, every weight gradient is one matrix product over all steps.
 """
+import functools
 from typing import NamedTuple
 
 import numba
@@ -592,13 +593,21 @@ def decode_step(decoder, xw_emb, state, feed, encoded):
     return reference.decode_step.reference(decoder, xw_emb, state, feed, encoded)
 
 
+@functools.lru_cache(maxsize=64)
+def _all_real(batch):
+    """(1, B) True: a decoding step has no padded rows (one array a batch size, read only)."""
+    mask = numpy.ones((1, batch), dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
 def _plain_step(cell, xw, state, recurrent, b_hh):
     """One step of a cell on xw (1, B, G*H) from state (tuple of (1, B, H)) -> h' (B, H), the new state.
     recurrent: (W_hh^T, False) or (W_hh, True), as rnn.py's forward kernels take it."""
     W_rec, trans = recurrent
     _, batch, _ = xw.shape
     one = xw.dtype.type(1)
-    mask = numpy.ones((1, batch), dtype=bool)
+    mask = _all_real(batch)
     h = numpy.array(state[0][0], order="C")
     out = numpy.empty((1,) + h.shape, dtype=xw.dtype)
     scratch = numpy.empty_like(xw)

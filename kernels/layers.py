@@ -14,6 +14,9 @@ import math
 import numba
 import numpy
 
+from minis2s import dispatch
+from minis2s.nn import layers
+
 from .loss import PARALLEL_FROM
 from .rnn import _KERNEL, transposed
 from .scalar import exp_of, max_of
@@ -64,8 +67,6 @@ def linear_forward(x, weight, bias=None):
     78 -> 53 us; 64 x 512 by 512 x 8,000 3.8 -> 3.1 ms), and a weight that is a column slice
     (layer 0's embedding columns) is no longer gathered into a contiguous copy at every step.
     Elsewhere, where the weights change between calls, the reference."""
-    from minis2s import dispatch
-    from minis2s.nn import layers
     if not dispatch.weights_constant():
         return layers.linear_forward.reference(x, weight, bias)
     weight_t = dispatch.derived("transposed", (weight,), lambda: transposed(weight))

@@ -36,7 +36,7 @@ import numpy
 
 _enabled = os.environ.get("MINIS2S_KERNELS", "1").strip().lower() not in ("0", "false", "no", "off")
 _kernels = None            # the module minis2s.kernels once loaded; False when it cannot be
-_modules = {}              # "rnn" -> the module minis2s.kernels.rnn
+_modules = {}              # "rnn.direction_forward" -> (the module minis2s.kernels.rnn, "direction_forward")
 
 
 def use_kernels(flag=True):
@@ -88,12 +88,19 @@ def derived(what, sources, make):
     objects (by identity). The sources are held with it, so their memory cannot be reused meanwhile."""
     if _constant is None:
         return make()
-    key = (what,) + tuple((a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
-                          if isinstance(a, numpy.ndarray) else id(a) for a in sources)
+    key = (what,) + tuple(_place(a) for a in sources)
     kept = _constant.get(key)
     if kept is None:
         kept = _constant[key] = (sources, make())
     return kept[1]
+
+
+def _place(a):
+    """What ``derived`` keys a source by: an array that owns its data by identity (the held array keeps its
+    id), a view by where its data lies, its shape, strides and dtype; any other object by identity."""
+    if type(a) is not numpy.ndarray or a.base is None:
+        return id(a)
+    return a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str
 
 
 def weights_constant():
@@ -116,10 +123,11 @@ def _load():
 
 def _find_twin(name):
     """kernels/<module>.py's <function> for "module.function" (looked up at each call, so a test can spy on it)."""
-    module_name, function_name = name.split(".")
-    if module_name not in _modules:
-        _modules[module_name] = importlib.import_module(f"minis2s.kernels.{module_name}")
-    return getattr(_modules[module_name], function_name)
+    found = _modules.get(name)
+    if found is None:
+        module_name, function_name = name.split(".")
+        found = _modules[name] = importlib.import_module(f"minis2s.kernels.{module_name}"), function_name
+    return getattr(*found)
 
 
 def _on_host(args):
