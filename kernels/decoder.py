@@ -280,8 +280,8 @@ def _bahdanau_backward(lstm, dout, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_
 
 @numba.njit(**_KERNEL)
 def _luong_forward(lstm, general, feeding, xw, h, c, W_hh_t, b_hh, W_up_t, b_up, drop, dropping, feed, W_feed_t,
-                   W_a_t, W_c1_t, W_c2_t, memory, mask, one, out, ctx, u, weights, tops, feeds, h_prev, c_prev, gates, gh_n,
-                   tanh_c, below):
+                   W_a_t, W_c1_t, W_c2_t, memory, mask, one, out, ctx, u, weights, tops, feeds, h_prev, c_prev, gates,
+                   gh_n, tanh_c, below):
     steps, batch, size = xw.shape
     layers = h.shape[0]
     zero = one - one
@@ -584,11 +584,8 @@ def decode_step(decoder, xw_emb, state, feed, encoded):
         params = decoder.rnn.params
         xw = _input_side(decoder, xw_emb[None], encoded, params["weight_ih_l0"])
         W_hh = params["weight_hh_l0"]
-        if dispatch.weights_constant():                              # a decode: W_hh^T kept from the first step
-            recurrent = dispatch.derived("transposed", (W_hh,), lambda: rnn.transposed(W_hh)), False
-        else:
-            recurrent = numpy.ascontiguousarray(W_hh), True
-        output, new_state = _plain_step(decoder.rnn.cell.name, xw, state, recurrent, params["bias_hh_l0"])
+        W_hh_t = dispatch.derived("transposed", (W_hh,), lambda: rnn.transposed(W_hh))   # kept for the decode
+        output, new_state = _plain_step(decoder.rnn.cell.name, xw, state, W_hh_t, params["bias_hh_l0"])
         return output, new_state, None, None
     return reference.decode_step.reference(decoder, xw_emb, state, feed, encoded)
 
@@ -601,10 +598,9 @@ def _all_real(batch):
     return mask
 
 
-def _plain_step(cell, xw, state, recurrent, b_hh):
-    """One step of a cell on xw (1, B, G*H) from state (tuple of (1, B, H)) -> h' (B, H), the new state.
-    recurrent: (W_hh^T, False) or (W_hh, True), as rnn.py's forward kernels take it."""
-    W_rec, trans = recurrent
+def _plain_step(cell, xw, state, W_hh_t, b_hh):
+    """One step of a cell on xw (1, B, G*H) from state (tuple of (1, B, H)) -> h' (B, H), the new state;
+    W_hh^T (H, G*H) as rnn.py's forward kernels take it."""
     _, batch, _ = xw.shape
     one = xw.dtype.type(1)
     mask = _all_real(batch)
@@ -613,13 +609,13 @@ def _plain_step(cell, xw, state, recurrent, b_hh):
     scratch = numpy.empty_like(xw)
     if cell == "lstm":
         c = numpy.array(state[1][0], order="C")
-        rnn._lstm_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, c, out, numpy.empty_like(out),
+        rnn._lstm_sequence_forward(xw, W_hh_t, b_hh, mask, one, h, c, out, numpy.empty_like(out),
                                    numpy.empty_like(out), scratch, numpy.empty_like(out))
         return out[0], (h[None], c[None])
     if cell == "gru":
-        rnn._gru_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, out, numpy.empty_like(out), scratch,
+        rnn._gru_sequence_forward(xw, W_hh_t, b_hh, mask, one, h, out, numpy.empty_like(out), scratch,
                                   numpy.empty_like(out))
     else:
-        rnn._rnn_sequence_forward(xw, W_rec, trans, b_hh, mask, cell == "rnn_relu", one, h, out, numpy.empty_like(out),
+        rnn._rnn_sequence_forward(xw, W_hh_t, b_hh, mask, cell == "rnn_relu", one, h, out, numpy.empty_like(out),
                                   scratch)
     return out[0], (h[None],)

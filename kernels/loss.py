@@ -100,9 +100,9 @@ def _rows_parallel(logits, bias, targets, mask, weight, smoothing, one, dlogits,
 
 
 def cross_entropy_rows(logits, targets, mask, weight, label_smoothing, bias=None):
-    """logits (N, V), targets (N,), mask (N,) bool, weight (N,) -> token_loss (N,) float64, dlogits (N, V);
-    with a bias (V,), the logits are logits + bias (added in place) and the bias's gradient sum_n dlogits
-    comes back third, float64."""
+    """logits (N, V), targets (N,), mask (N,) bool, weight (N,) -> token_loss (N,) float64, dlogits (N, V),
+    dbias; with a bias (V,), the logits are logits + bias (added in place) and dbias = sum_n dlogits (V,)
+    float64, else None."""
     dlogits = numpy.empty_like(logits)
     token_loss = numpy.empty(logits.shape[0])
     parallel = logits.size >= PARALLEL_FROM
@@ -112,17 +112,16 @@ def cross_entropy_rows(logits, targets, mask, weight, label_smoothing, bias=None
     run = _rows_parallel if parallel else _rows
     run(logits, no_bias if bias is None else bias.astype(logits.dtype, copy=False), targets, mask,
         weight.astype(logits.dtype), float(label_smoothing), logits.dtype.type(1), dlogits, token_loss, dbias_parts)
-    if bias is None:
-        return token_loss, dlogits
-    return token_loss, dlogits, dbias_parts.sum(axis=0)
+    return token_loss, dlogits, None if bias is None else dbias_parts.sum(axis=0)
 
 
 def softmax_cross_entropy(logits, targets, mask, weight, label_smoothing=0.0):
     """The twin of ``minis2s.loss.softmax_cross_entropy``: logits (T, B, V), targets, mask, weight (T, B)
     -> token_loss (T, B), dlogits (T, B, V)."""
     steps, batch, vocab = logits.shape
-    token_loss, dlogits = cross_entropy_rows(numpy.ascontiguousarray(logits).reshape(-1, vocab), targets.reshape(-1),
-                                             mask.reshape(-1), weight.reshape(-1), label_smoothing)
+    token_loss, dlogits, _ = cross_entropy_rows(numpy.ascontiguousarray(logits).reshape(-1, vocab),
+                                                targets.reshape(-1), mask.reshape(-1), weight.reshape(-1),
+                                                label_smoothing)
     return token_loss.reshape(steps, batch).astype(logits.dtype), dlogits.reshape(logits.shape)
 
 
@@ -139,13 +138,13 @@ def projected_cross_entropy(outputs, weight, bias, targets, lengths, label_smoot
     every = real.size == steps * batch                                    # no padding: no gather, no scatter
     o = outputs.reshape(-1, hidden) if every else outputs.reshape(-1, hidden)[real]    # (N, H) real tokens
     logits = o @ weight.T                                                  # (N, V)
-    rows = cross_entropy_rows(logits, targets.reshape(-1)[real], numpy.ones(real.size, dtype=bool),
-                              numpy.full(real.size, 1.0 / count), label_smoothing, bias)   # + b, in the rows' pass
-    token_loss, dlogits = rows[:2]
+    token_loss, dlogits, summed = cross_entropy_rows(      # + b, and db summed, in the rows' pass
+        logits, targets.reshape(-1)[real], numpy.ones(real.size, dtype=bool), numpy.full(real.size, 1.0 / count),
+        label_smoothing, bias)
     loss = token_loss.astype(dtype).sum() / numpy.asarray(count)           # the reference's mean, a 0-d float64
     blas.add_at(dlogits, o, dweight)                                       # dW += dlogits^T o
     if dbias is not None:
-        dbias += rows[2].astype(dtype)                                     # db: summed in the rows' pass
+        dbias += summed.astype(dtype)
     do = dlogits @ weight                                                  # (N, H)
     if every:
         return loss, do.reshape(outputs.shape)

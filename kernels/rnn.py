@@ -199,11 +199,11 @@ class SequenceCache(NamedTuple):
     W_hh: object
 
 
-# The forward kernels take the recurrent matrix as ``W_rec, trans``: W_hh^T (H, G*H) and False for a whole
-# sequence (``transposed``: one copy, then the plain product at every step), W_hh itself and True for one
-# decoding step (no copy). Each kernel takes ``one``, a 1 of the arrays' dtype, so that its constants keep that dtype (a Python
-# 1 or 0.5 would turn float32 arithmetic into float64). h (and c) enter as the initial state and leave
-# as the final one; dh (and dc) enter as the gradient of the final state and leave as that of the first.
+# The forward kernels take the recurrent matrix transposed, W_hh^T (H, G*H) contiguous (``transposed``: one
+# copy, then BLAS's plain product at every step). Each kernel takes ``one``, a 1 of the arrays' dtype,
+# so that its constants keep that dtype (a Python 1 or 0.5 would turn float32 arithmetic into float64).
+# h (and c) enter as the initial state and leave as the final one; dh (and dc) enter as the gradient of
+# the final state and leave as that of the first.
 
 # The loops run row by row over short 1-D views, each loop touching few arrays and with no branch
 # inside: that is what lets LLVM vectorise them (measured: an LSTM step's gate maths at B = 32,
@@ -213,13 +213,13 @@ _KERNEL = dict(cache=True, fastmath=True, error_model="numpy")
 
 
 @numba.njit(**_KERNEL)
-def _rnn_sequence_forward(xw, W_rec, trans, b_hh, mask, relu, one, h, out, h_prev, h_new):
+def _rnn_sequence_forward(xw, W_hh_t, b_hh, mask, relu, one, h, out, h_prev, h_new):
     steps, batch, hidden = xw.shape
     zero = one - one
     a = numpy.empty((batch, hidden), dtype=xw.dtype)
     for t in range(steps):
         h_prev[t] = h
-        gemm(trans, h, W_rec, zero, a)                             # a = h W_hh^T, through BLAS
+        gemm(False, h, W_hh_t, zero, a)                            # a = h W_hh^T, through BLAS
         for row in range(batch):
             x, ar, new = xw[t, row], a[row], h_new[t, row]
             if relu:
@@ -345,7 +345,7 @@ def gru_row_backward(do, d_h, g, ghn, hp, dx, dg, one):
 
 
 @numba.njit(**_KERNEL)
-def _lstm_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, c, out, h_prev, c_prev, gates, tanh_c):
+def _lstm_sequence_forward(xw, W_hh_t, b_hh, mask, one, h, c, out, h_prev, c_prev, gates, tanh_c):
     steps, batch, four = xw.shape
     hidden = four // 4
     zero = one - one
@@ -354,7 +354,7 @@ def _lstm_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, c, out, h_prev,
     for t in range(steps):
         h_prev[t] = h
         c_prev[t] = c
-        gemm(trans, h, W_rec, zero, a)
+        gemm(False, h, W_hh_t, zero, a)
         for row in range(batch):
             g, cr, tc, new = gates[t, row], c[row], tanh_c[t, row], out[t, row]
             lstm_row(xw[t, row], a[row], b_hh, g, cr, tc, c_new, one)
@@ -386,7 +386,7 @@ def _lstm_sequence_backward(dout, mask, gates, c_prev, tanh_c, W_hh, one, dh, dc
 
 
 @numba.njit(**_KERNEL)
-def _gru_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, out, h_prev, gates, gh_n):
+def _gru_sequence_forward(xw, W_hh_t, b_hh, mask, one, h, out, h_prev, gates, gh_n):
     steps, batch, three = xw.shape
     hidden = three // 3
     zero = one - one
@@ -394,7 +394,7 @@ def _gru_sequence_forward(xw, W_rec, trans, b_hh, mask, one, h, out, h_prev, gat
     new = numpy.empty(hidden, dtype=xw.dtype)
     for t in range(steps):
         h_prev[t] = h
-        gemm(trans, h, W_rec, zero, gh)
+        gemm(False, h, W_hh_t, zero, gh)
         for row in range(batch):
             gru_row(xw[t, row], gh[row], b_hh, gates[t, row], gh_n[t, row], h[row], new, one)
             _emit(mask[t, row], new, out[t, row], h[row], zero)
@@ -484,16 +484,16 @@ def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
         c = numpy.array(state[1], dtype=dtype, order="C")
         c_prev, tanh_c = numpy.empty_like(out), numpy.empty_like(out)
         gates = numpy.empty((steps, batch, 4 * hidden), dtype=dtype)
-        _lstm_sequence_forward(xw, W_hh_t, False, b_hh, mask, one, h, c, out, h_prev, c_prev, gates, tanh_c)
+        _lstm_sequence_forward(xw, W_hh_t, b_hh, mask, one, h, c, out, h_prev, c_prev, gates, tanh_c)
         final, cache = (h, c), SequenceCache("lstm", gates, c_prev, tanh_c, None, W_hh)
     elif cell.name == "gru":
         gh_n = numpy.empty_like(out)
         gates = numpy.empty((steps, batch, 3 * hidden), dtype=dtype)
-        _gru_sequence_forward(xw, W_hh_t, False, b_hh, mask, one, h, out, h_prev, gates, gh_n)
+        _gru_sequence_forward(xw, W_hh_t, b_hh, mask, one, h, out, h_prev, gates, gh_n)
         final, cache = (h,), SequenceCache("gru", gates, None, None, gh_n, W_hh)
     else:
         h_new = numpy.empty_like(out)
-        _rnn_sequence_forward(xw, W_hh_t, False, b_hh, mask, cell.name == "rnn_relu", one, h, out, h_prev, h_new)
+        _rnn_sequence_forward(xw, W_hh_t, b_hh, mask, cell.name == "rnn_relu", one, h, out, h_prev, h_new)
         final, cache = (h,), SequenceCache(cell.name, h_new, None, None, None, W_hh)
     return out, final, rnn.DirectionCache(x, h_prev, cache, mask[:, :, None])
 
