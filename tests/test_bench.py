@@ -61,3 +61,30 @@ def test_the_cpu_benchmark_names_the_microarchitecture_it_ran_on():
     assert f"({info['cpu_arch']}" in header
     if "simd" in info:                                                # Linux: /proc/cpuinfo's flags
         assert info["simd"] in header
+
+
+def test_the_cpu_benchmark_sets_each_training_goal_against_the_peak():
+    """The last columns of benchmarks/run.py's second table: products alone at the measured peak, both steps,
+    the issue's goal, and the share of the peak the products would need to fit the time the goal leaves."""
+    from minis2s import bench
+    spec = importlib.util.spec_from_file_location("cpu_bench", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    info = bench.machine()
+    info.update(threads=2, torch="-", date="today", repeats=5, numba_compile_seconds=0.1, sgemm_peak_gflop_s=200.0)
+    speeds = dict(reference_train_tok_s=1.0, reference_greedy_sent_s=1.0, reference_beam5_sent_s=1.0,
+                  numba_greedy_sent_s=1.0, numba_beam5_sent_s=1.0, numba_loss_difference=0.0, numba_same_greedy=True)
+    rows = [dict(config="base", cell="gru", attention="bahdanau", tokens=1000, numba_train_tok_s=2000.0,
+                 torch_train_tok_s=1250.0, torch_greedy_sent_s=1.0, torch_beam5_sent_s=1.0, matmul_gflop=80.0,
+                 **speeds),
+            dict(config="base", cell="lstm", attention="none", tokens=1000, numba_train_tok_s=2000.0,
+                 matmul_gflop=80.0, **speeds),
+            dict(config="base", cell="gru", attention="none", tokens=1000, numba_train_tok_s=2000.0,
+                 torch_train_tok_s=1250.0, torch_greedy_sent_s=1.0, torch_beam5_sent_s=1.0, matmul_gflop=80.0,
+                 **speeds)]
+    lines = module.markdown(rows, info).splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[-3:]]
+    # 80 GFLOP at 200 GFLOP/s: 400 ms; PyTorch's step 800 ms, the goal 2x leaves 400 ms: 100% of the peak
+    assert cells[0][3:] == ["1.60", "1.00", "1.00", "80.0", "80%", "400.0", "500.0", "800.0", "2x", "100%"]
+    assert cells[1][-5:] == ["400.0", "500.0", "-", "1.25x", "-"]      # no PyTorch column: nothing to set it against
+    assert cells[2][-2:] == ["-", "-"]                                 # base GRU without attention: the issue sets none
