@@ -16,7 +16,8 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
     loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel
     layers.py     log_softmax_forward: the same row-wise fusion for decoding's log-probabilities;
-                  linear_forward: while decoding, the product on a kept contiguous W^T
+                  linear_forward: while decoding, the product on a kept contiguous W^T;
+                  embedding_linear_forward: while decoding, a token's E[y] W^T + b made once and kept
     scalar.py     tanh_of, exp_of, max_of: float32 tanh and exp, and a running maximum, that LLVM
                   vectorises inside those loops
     embedding.py  scatter_add_rows: the embedding gradient

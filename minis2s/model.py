@@ -386,9 +386,8 @@ class Seq2Seq(Module):
 
     def step(self, tokens, state, feed, encoded):
         """tokens (B,) -> log-probabilities (B, V), new state, new feed, attention weights (S, B) or None."""
-        emb, _ = self.tgt_embedding.forward(tokens)
-        output, state, feed, weights = decode_step(self.decoder, self.decoder.embedding_projection(emb), state, feed,
-                                                   encoded)
+        xw_emb = self.decoder.token_projection(self.tgt_embedding.params["weight"], tokens)   # E[y] W_ih0^T + b
+        output, state, feed, weights = decode_step(self.decoder, xw_emb, state, feed, encoded)
         logits, _ = self.decoder.out.forward(output)
         return log_softmax_forward(logits), state, feed, weights
 

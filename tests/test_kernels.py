@@ -337,6 +337,51 @@ def test_log_softmax_kernel_matches_the_reference(dtype, tolerance, rows, size, 
     assert_near(fast, reference, tolerance, floor=1.0)
 
 
+@given(vocab=st.integers(1, 12), dim=st.integers(1, 6), size=st.integers(1, 9), calls=st.integers(1, 4),
+       rows=st.integers(1, 7), with_bias=st.booleans(), seed=st.integers(0, 1000))
+@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
+def test_projected_tokens_kernel_matches_the_reference(dtype, tolerance, vocab, dim, size, calls, rows, with_bias,
+                                                       seed):
+    """embedding_linear_forward inside a decode (the rows kept per token and gathered), call after call with
+    tokens seen before and new ones, against the reference; the weight a column slice as the decoder's is."""
+    from minis2s.nn import layers
+    rng = numpy.random.default_rng(seed)
+    table = _normal(rng, (vocab, dim), dtype)
+    weight = _normal(rng, (size, dim + 3), dtype)[:, :dim]
+    bias = _normal(rng, (size,), dtype) if with_bias else None
+    steps = [rng.integers(0, vocab, size=rows) for _ in range(calls)]
+
+    def decode():
+        with dispatch.constant_weights():
+            return [layers.embedding_linear_forward(table, ids, weight, bias) for ids in steps]
+    with spying(kernels.layers, "embedding_linear_forward") as spied:
+        fast, reference = both(decode)
+    assert spied == {"embedding_linear_forward": calls}
+    for got, expected in zip(fast, reference):
+        assert got.dtype == dtype
+        assert_near(got, expected, tolerance, floor=1.0)
+
+
+def test_projected_tokens_are_computed_once_a_decode():
+    """Inside one constant_weights() block a token's row is computed when the token first comes up and kept:
+    change the embedding table in place (breaking the block's promise) and a token seen before keeps its
+    first row, while a new one is made from the table as it is now; the next block starts afresh. (The
+    table, not W: the reference's own linear_forward keeps W^T for the block as well.)"""
+    from minis2s.nn import layers
+    rng = numpy.random.default_rng(0)
+    table, weight, bias = rng.standard_normal((6, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
+    first_ids, later_ids = numpy.array([2, 5, 2]), numpy.array([5, 1])
+    with dispatch.constant_weights():
+        first = layers.embedding_linear_forward(table, first_ids, weight, bias)
+        table *= 2.0
+        later = layers.embedding_linear_forward(table, later_ids, weight, bias)
+    assert numpy.array_equal(later[0], first[1])                                  # token 5: kept from the first call
+    assert numpy.allclose(later[1], table[1] @ weight.T + bias, rtol=1e-12)      # token 1: new, the table now
+    with dispatch.constant_weights():
+        again = layers.embedding_linear_forward(table, later_ids, weight, bias)
+    assert numpy.allclose(again, table[later_ids] @ weight.T + bias, rtol=1e-12)
+
+
 @given(rows=st.integers(1, 30), vocab=st.integers(1, 8), dim=st.integers(1, 5), seed=st.integers(0, 1000),
        padding=st.sampled_from([None, 0]))
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
