@@ -88,3 +88,19 @@ def test_the_cpu_benchmark_sets_each_training_goal_against_the_peak():
     assert cells[0][3:] == ["1.60", "1.00", "1.00", "80.0", "80%", "400.0", "500.0", "800.0", "2x", "100%"]
     assert cells[1][-5:] == ["400.0", "500.0", "-", "1.25x", "-"]      # no PyTorch column: nothing to set it against
     assert cells[2][-2:] == ["-", "-"]                                 # base GRU without attention: the issue sets none
+
+
+def test_the_profile_script_profiles_a_training_step_or_a_decode():
+    """benchmarks/profile_step.py: per training step by default, per decode with --decode; each run is what it
+    says (the decode's functions in one, the loss's in the other)."""
+    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = {}
+    for decode in (None, "greedy", "beam"):
+        plain_ms, total, rows = module.profile_steps("small", "gru", "none", True, 1, 500, decode)
+        assert plain_ms > 0 and total > 0
+        names[decode] = {name.rsplit(":", 1)[1] for _, _, name in rows}
+    assert "loss_and_grads" in names[None] and "greedy" not in names[None]
+    assert "greedy" in names["greedy"] and "loss_and_grads" not in names["greedy"]
+    assert "beam_search" in names["beam"] and "greedy" not in names["beam"]
