@@ -77,20 +77,18 @@ def linear_forward(x, weight, bias=None):
 
 
 class _ProjectedTokens:
-    """The rows of E W^T + b (V, out), each computed the first time its token comes up while decoding."""
+    """The rows of E W^T + b (V, out), each computed the first time its token comes up while decoding (by
+    ``linear_forward`` above, on the W^T it keeps for the decode)."""
 
     def __init__(self, table, weight, bias):
-        self.table, self.weight_t, self.bias = table, transposed(weight), bias
+        self.table, self.weight, self.bias = table, weight, bias
         self.rows = numpy.empty((table.shape[0], weight.shape[0]), dtype=table.dtype)   # pages touched as filled
         self.done = numpy.zeros(table.shape[0], dtype=bool)
 
     def __call__(self, ids):
         new = numpy.unique(ids[~self.done[ids]])
         if new.size:
-            rows = self.table[new] @ self.weight_t
-            if self.bias is not None:
-                rows += self.bias
-            self.rows[new] = rows
+            self.rows[new] = linear_forward(self.table[new], self.weight, self.bias)[0]
             self.done[new] = True
         return self.rows[ids]
 

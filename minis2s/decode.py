@@ -183,7 +183,7 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
         if block_ngram_repeat:
             logp = _block_repeats(logp, words_per_step, back_per_step, block_ngram_repeat, k, alive)
         active = len(alive)
-        best, best_scores = top_k(scores, logp, xp.zeros(active, dtype=bool))
+        best, best_scores = top_k(scores, logp, xp.zeros(active, dtype=bool))   # none done: those left
         vocab = logp.shape[1]
         back, words = best // vocab, best % vocab                        # parent beam, new word: (A, k)
         rows = backend.asarray(alive)
