@@ -354,12 +354,28 @@ def test_projected_tokens_kernel_matches_the_reference(dtype, tolerance, vocab, 
     def decode():
         with dispatch.constant_weights():
             return [layers.embedding_linear_forward(table, ids, weight, bias) for ids in steps]
-    with spying(kernels.layers, "embedding_linear_forward") as spied:
+    with spying(kernels.layers, "embedding_linear_forward", "_project_tokens") as spied:
         fast, reference = both(decode)
-    assert spied == {"embedding_linear_forward": calls}
+    assert spied == {"embedding_linear_forward": calls, "_project_tokens": calls}     # the kernel, no fallback
     for got, expected in zip(fast, reference):
         assert got.dtype == dtype
         assert_near(got, expected, tolerance, floor=1.0)
+
+
+def test_projected_tokens_outside_the_table_get_the_references_answer():
+    """An id past the table's end raises the reference's IndexError, a negative one counts from the end as
+    NumPy's indexing does, and neither leaves a row behind: the kernel checks before it touches anything."""
+    from minis2s.nn import layers
+    rng = numpy.random.default_rng(0)
+    table, weight, bias = rng.standard_normal((6, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
+    with dispatch.constant_weights():
+        with pytest.raises(IndexError):
+            layers.embedding_linear_forward(table, numpy.array([1, 6]), weight, bias)
+        wrapped = layers.embedding_linear_forward(table, numpy.array([-1, 2]), weight, bias)
+        assert numpy.allclose(wrapped, table[[5, 2]] @ weight.T + bias, rtol=1e-12)
+        table[1] += 1.0                                   # token 1 was not projected by the refused call
+        later = layers.embedding_linear_forward(table, numpy.array([1]), weight, bias)
+    assert numpy.allclose(later, table[[1]] @ weight.T + bias, rtol=1e-12)
 
 
 def test_projected_tokens_are_computed_once_a_decode():
