@@ -181,24 +181,32 @@ def matmul_flops(config, cell, attention, tokens):
     return flops
 
 
+SAMPLES_BUDGET = 0.1       # seconds of back-to-back timed runs a turn: 1 to 9 samples, from the untimed run's time
+
+
 def interleaved(cases, repeats, warmup):
     """cases {path: (function, kernels on?)} -> {path: median seconds}. The paths take turns, run by run,
     so that a slow spell of a shared machine slows all of them alike instead of one column. Each turn
     starts with a pause and an untimed run: the thread pools of the path before (OpenBLAS', PyTorch's
     OpenMP) keep spinning for a while after their last call, and without the pause measurably slowed
-    the next path (up to 2x here)."""
+    the next path (up to 2x here). Then the turn's timed runs, back to back as in training: as many as
+    fit in about ``SAMPLES_BUDGET`` seconds (1 to 9; a `small` step or decode, 6-30 ms, gets several, so
+    that its median is not that of 3 or 5 values), each one a sample."""
     from minis2s import kernels
     times = {path: [] for path in cases}
     for run in range(warmup + repeats):
         for path, (function, fast) in cases.items():
             kernels.enable(fast)
             time.sleep(0.2)
-            function()                                          # settle
             started = time.perf_counter()
-            function()
-            elapsed = time.perf_counter() - started
-            if run >= warmup:
-                times[path].append(elapsed)
+            function()                                          # settle
+            samples = min(9, max(1, round(SAMPLES_BUDGET / (time.perf_counter() - started))))
+            for _ in range(samples):
+                started = time.perf_counter()
+                function()
+                elapsed = time.perf_counter() - started
+                if run >= warmup:
+                    times[path].append(elapsed)
     kernels.enable(True)
     return {path: statistics.median(values) for path, values in times.items()}
 
@@ -232,8 +240,9 @@ def markdown(rows, info):
     lines = [f"Machine: {info.get('cpu', info['processor'])}{f' ({detail})' if detail else ''}, {info['cores']} cores, "
              f"{info['threads']} threads; "
              f"Python {info['python']}, NumPy {info['numpy']}, PyTorch {info['torch']}; backend {info['backend']}; "
-             f"{info['date']}; medians of {info['repeats']} training steps (decoding: "
-             f"{max(info['repeats'] // 2, 3)} runs) after warm-up, the three paths taking turns run by run. "
+             f"{info['date']}; medians of {info['repeats']} turns of training steps (decoding: "
+             f"{max(info['repeats'] // 2, 3)} turns) after warm-up, the three paths taking turns run by run, "
+             f"each turn 1 to 9 timed runs back to back (as many as fit in {SAMPLES_BUDGET:g} s), each a sample. "
              "Numba's first call (compiling the kernels, or loading them from its cache): "
              f"{info['numba_compile_seconds']:.1f} s, excluded.", "",
              "| config | cell | attention | train tok/s: reference | Numba | PyTorch | Numba/PyTorch "

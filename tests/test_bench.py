@@ -104,3 +104,24 @@ def test_the_profile_script_profiles_a_training_step_or_a_decode():
     assert "loss_and_grads" in names[None] and "greedy" not in names[None]
     assert "greedy" in names["greedy"] and "loss_and_grads" not in names["greedy"]
     assert "beam_search" in names["beam"] and "greedy" not in names["beam"]
+
+
+def test_the_cpu_benchmark_takes_several_samples_a_turn_of_a_short_run(monkeypatch):
+    """benchmarks/run.py's turns: after the pause and an untimed run, as many timed runs back to back as fit in
+    the budget (9 at most), each a sample; a run longer than the budget is one sample a turn."""
+    spec = importlib.util.spec_from_file_location("cpu_bench", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: None)
+    clock = {"now": 0.0}
+    monkeypatch.setattr(module.time, "perf_counter", lambda: clock["now"])
+    calls = {"short": 0, "long": 0}
+
+    def run(name, seconds):
+        def function():
+            calls[name] += 1
+            clock["now"] += seconds
+        return function
+    medians = module.interleaved({"short": (run("short", 0.02), True), "long": (run("long", 0.3), False)}, 3, 1)
+    assert calls == {"short": 4 * (1 + 5), "long": 4 * (1 + 1)}        # 0.1 s / 0.02 s = 5 samples a turn
+    assert medians == pytest.approx({"short": 0.02, "long": 0.3})
