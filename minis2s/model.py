@@ -174,6 +174,7 @@ class Seq2Seq(Module):
         self.decoder = self.add_module("decoder", Decoder(
             CELL_NAMES[cell], tgt_vocab_size, emb_size, hidden_size, directions * encoder_hidden, num_layers,
             attention, input_feeding, context_feeding, dropout, dtype, seed + 4))
+        self.flatten_parameters()              # every parameter a view of one buffer: Adam updates all in one call
 
     # ------------------------------------------------------------------ the source side
 

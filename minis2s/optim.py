@@ -21,6 +21,7 @@ import math
 
 from . import backend
 from .dispatch import twin
+from .nn.module import views_of
 
 
 class Optimizer:
@@ -79,16 +80,36 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
         xp = backend.xp()
-        self.m = {name: xp.zeros_like(p) for name, p in params.items()}
-        self.v = {name: xp.zeros_like(p) for name, p in params.items()}
+        self.flat = flat_buffers(params, grads)
+        if self.flat is None:
+            self.m = {name: xp.zeros_like(p) for name, p in params.items()}
+            self.v = {name: xp.zeros_like(p) for name, p in params.items()}
+        else:                                     # m and v laid out as the parameters, in one buffer each
+            m, v = xp.zeros_like(self.flat[0]), xp.zeros_like(self.flat[0])
+            self.m = dict(zip(params, views_of(m, params.values())))
+            self.v = dict(zip(params, views_of(v, params.values())))
+            self.flat += (m, v)
 
     def step(self):
         self.steps += 1
         correction1 = 1 - self.beta1 ** self.steps
         correction2 = 1 - self.beta2 ** self.steps
+        if self.flat is not None:                 # the update is element by element: one call over every parameter
+            adam_update(*self.flat, self.lr / correction1, self.beta1, self.beta2, correction2, self.eps,
+                        self.weight_decay)
+            return
         for name, p in self.params.items():
             adam_update(p, self.grads[name], self.m[name], self.v[name], self.lr / correction1, self.beta1,
                         self.beta2, correction2, self.eps, self.weight_decay)
+
+
+def flat_buffers(params, grads):
+    """(params.flat, grads.flat) when both dicts are a flattened model's (``Module.flatten_parameters``: every
+    array a view of one buffer, in the dict's order), else None."""
+    flat_params, flat_grads = getattr(params, "flat", None), getattr(grads, "flat", None)
+    if flat_params is None or flat_grads is None or list(params) != list(grads):
+        return None
+    return flat_params, flat_grads
 
 
 @twin("optim.adam_update")

@@ -91,3 +91,70 @@ def test_teacher_forcing_schedules_decay_from_one():
         assert ratios[-1] < 0.1
     assert teacher_forcing_ratio(TrainConfig(), 0.7, 12345) == 0.7
     assert teacher_forcing_ratio(TrainConfig(schedule="linear", schedule_floor=0.25), 1.0, 10 ** 6) == 0.25
+
+
+def _model(dtype="float64"):
+    from minis2s.model import Seq2Seq
+    return Seq2Seq(20, 18, cell="lstm", attention="bahdanau", emb_size=4, hidden_size=6, dtype=dtype, seed=3)
+
+
+def test_a_models_parameters_are_views_of_one_buffer():
+    """Seq2Seq flattens its parameters when built: each array (here and in its sub-modules, the same objects)
+    is a view of params.flat, in the dict's order, its gradient a view of grads.flat; values as built."""
+    from minis2s.model import Seq2Seq
+    model = _model()
+    unflat = Seq2Seq.__new__(Seq2Seq)                                   # the same model, its arrays as built
+    unflat.flatten_parameters = lambda: None
+    Seq2Seq.__init__(unflat, 20, 18, cell="lstm", attention="bahdanau", emb_size=4, hidden_size=6,
+                     dtype="float64", seed=3)
+    assert list(model.params) == list(unflat.params) == list(model.grads)
+    offset = 0
+    for name, p in model.params.items():
+        assert numpy.array_equal(p, unflat.params[name])
+        assert numpy.shares_memory(p, model.params.flat) and numpy.shares_memory(model.grads[name], model.grads.flat)
+        p.reshape(-1)[0] += 1.0                                         # each view is its own slice of the buffer
+        assert model.params.flat[offset] == unflat.params[name].reshape(-1)[0] + 1.0
+        offset += p.size
+    assert offset == model.params.flat.size == model.num_params()
+    assert model.decoder.rnn.params["weight_ih_l0"] is model.params["decoder.rnn.weight_ih_l0"]
+    assert model.decoder.attention.grads["v"] is model.grads["decoder.attention.v"]
+    model.grads.flat[...] = 1.0
+    model.zero_grad()                                                   # one pass over the buffer
+    assert not any(g.any() for g in model.grads.values())
+
+
+@pytest.mark.parametrize("kernels", [False, True])
+def test_adam_over_the_flat_buffer_is_adam_tensor_by_tensor(kernels):
+    """Adam on a flattened model makes one update call over every parameter, with the same result, bit for
+    bit, as the per-tensor updates of the same arrays held in a plain dict (reference path and kernels)."""
+    from minis2s import dispatch
+    model = _model("float32")
+    rng = numpy.random.default_rng(0)
+    copies = {name: p.copy() for name, p in model.params.items()}
+    copy_grads = {name: numpy.zeros_like(p) for name, p in copies.items()}
+    calls = []
+    original = optim.adam_update
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+    with dispatch.reference_path(not kernels):
+        flat, per_tensor = optim.Adam(model.params, model.grads, lr=1e-2, weight_decay=0.1), \
+            optim.Adam(copies, copy_grads, lr=1e-2, weight_decay=0.1)
+        assert flat.flat is not None and per_tensor.flat is None
+        for _ in range(3):
+            for name, g in model.grads.items():
+                g[...] = rng.standard_normal(g.shape)
+                copy_grads[name][...] = g
+            optim.adam_update, calls[:] = counted, []
+            try:
+                flat.step()
+            finally:
+                optim.adam_update = original
+            assert calls == [(model.num_params(),)]                    # one call, the whole buffer
+            per_tensor.step()
+    for name, p in model.params.items():
+        assert numpy.array_equal(p, copies[name])
+        assert numpy.array_equal(flat.m[name], per_tensor.m[name]) and numpy.array_equal(flat.v[name], per_tensor.v[name])
+    state = flat.state_dict()                                           # the state names stay per tensor
+    assert set(state) == set(per_tensor.state_dict())

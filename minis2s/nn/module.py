@@ -8,7 +8,10 @@ A ``Module`` keeps two flat dicts with the same keys and shapes:
 Sub-modules are registered under a name; their arrays appear in the parent's
 dicts under dotted names (``encoder.weight_ih_l0``) -- the *same* array objects,
 so an update through either dict is seen by both. Arrays are therefore only
-ever changed in place (``p[...] = ...``, ``g += ...``), never rebound.
+ever changed in place (``p[...] = ...``, ``g += ...``), never rebound -- but
+once: a model, when built, moves all its parameters into one buffer and all
+its gradients into another (``flatten_parameters``), so that an optimiser
+can update every parameter in one call.
 
 Modules hold no hidden state between forward and backward: everything backward
 needs travels in the explicit cache that forward returns.
@@ -52,9 +55,43 @@ class Module:
         return module
 
     def zero_grad(self):
-        """Set every gradient to zero, in place."""
+        """Set every gradient to zero, in place (one pass over the buffer once flattened)."""
+        flat = getattr(self.grads, "flat", None)
+        if flat is not None:
+            flat[...] = 0
+            return
         for grad in self.grads.values():
             grad[...] = 0
+
+    def flatten_parameters(self):
+        """Move every parameter into one contiguous 1-D buffer, and every gradient into another, in the order
+        of ``params``: each array becomes a view of its buffer, with the same name, shape and values, here and
+        in every sub-module. Work that is the same for every element of every parameter (Adam's update,
+        ``zero_grad``) is then one call over one array, ``params.flat`` / ``grads.flat``, instead of one a
+        tensor. Called once, when the model is built, before anything else holds its arrays (arrays are
+        changed in place from then on, never rebound)."""
+        xp = backend.xp()
+        arrays = list(self.params.values())
+        if not arrays or len({a.dtype for a in arrays}) != 1 or len({id(a) for a in arrays}) != len(arrays):
+            return                                         # nothing to do, mixed dtypes, or a shared array
+        flat_params = xp.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
+        flat_grads = xp.zeros_like(flat_params)
+        moved = {}                                         # id(old parameter) -> (its view, its gradient's view)
+        for name, p, view, grad in zip(self.params, arrays, views_of(flat_params, arrays),
+                                       views_of(flat_grads, arrays)):
+            view[...] = p
+            grad[...] = self.grads[name]
+            moved[id(p)] = view, grad
+        for module in self._tree():
+            for key in module.params:
+                module.params[key], module.grads[key] = moved[id(module.params[key])]
+        self.params, self.grads = FlatDict(self.params, flat_params), FlatDict(self.grads, flat_grads)
+        del arrays                                         # the old arrays were kept alive until here: ids stay unique
+
+    def _tree(self):
+        yield self
+        for module in self.modules.values():
+            yield from module._tree()
 
     def num_params(self):
         return int(sum(p.size for p in self.params.values()))
@@ -75,3 +112,21 @@ class Module:
                 raise ValueError(f"{where}: parameter {name} has shape {tuple(value.shape)}, "
                                  f"the model expects {tuple(self.params[name].shape)}")
             self.params[name][...] = backend.asarray(value, dtype=self.dtype)
+
+
+class FlatDict(dict):
+    """A ``params`` or ``grads`` dict whose arrays are consecutive views of one 1-D buffer, ``flat``, in the
+    dict's order (``Module.flatten_parameters``). Still a plain dict to read and to index."""
+
+    def __init__(self, arrays, flat):
+        super().__init__(arrays)
+        self.flat = flat
+
+
+def views_of(buffer, like):
+    """Consecutive views of the 1-D ``buffer``, one with the shape of each array in ``like``, in order."""
+    views, offset = [], 0
+    for a in like:
+        views.append(buffer[offset:offset + a.size].reshape(a.shape))
+        offset += a.size
+    return views
