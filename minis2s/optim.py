@@ -80,27 +80,24 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
         xp = backend.xp()
-        self.flat = flat_buffers(params, grads)
-        if self.flat is None:
+        flat = flat_buffers(params, grads)
+        if flat is None:
             self.m = {name: xp.zeros_like(p) for name, p in params.items()}
             self.v = {name: xp.zeros_like(p) for name, p in params.items()}
+            self.groups = [(p, grads[name], self.m[name], self.v[name]) for name, p in params.items()]
         else:                                     # m and v laid out as the parameters, in one buffer each
-            m, v = xp.zeros_like(self.flat[0]), xp.zeros_like(self.flat[0])
+            m, v = xp.zeros_like(flat[0]), xp.zeros_like(flat[0])
             self.m = dict(zip(params, views_of(m, params.values())))
             self.v = dict(zip(params, views_of(v, params.values())))
-            self.flat += (m, v)
+            self.groups = [flat + (m, v)]         # the update is element by element: one call for every parameter
 
     def step(self):
         self.steps += 1
         correction1 = 1 - self.beta1 ** self.steps
         correction2 = 1 - self.beta2 ** self.steps
-        if self.flat is not None:                 # the update is element by element: one call over every parameter
-            adam_update(*self.flat, self.lr / correction1, self.beta1, self.beta2, correction2, self.eps,
+        for p, g, m, v in self.groups:            # one a tensor, or one over a flattened model's buffers
+            adam_update(p, g, m, v, self.lr / correction1, self.beta1, self.beta2, correction2, self.eps,
                         self.weight_decay)
-            return
-        for name, p in self.params.items():
-            adam_update(p, self.grads[name], self.m[name], self.v[name], self.lr / correction1, self.beta1,
-                        self.beta2, correction2, self.eps, self.weight_decay)
 
 
 def flat_buffers(params, grads):
