@@ -71,7 +71,7 @@ class Module:
         tensor. Called once, when the model is built, before anything else holds its arrays (arrays are
         changed in place from then on, never rebound)."""
         xp = backend.xp()
-        arrays = list(self.params.values())
+        arrays = list(self.params.values())            # held to the end: no old array is freed, no id reused
         if not arrays or len({a.dtype for a in arrays}) != 1 or len({id(a) for a in arrays}) != len(arrays):
             return                                         # nothing to do, mixed dtypes, or a shared array
         flat_params = xp.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
@@ -86,7 +86,6 @@ class Module:
             for key in module.params:
                 module.params[key], module.grads[key] = moved[id(module.params[key])]
         self.params, self.grads = FlatDict(self.params, flat_params), FlatDict(self.grads, flat_grads)
-        del arrays                                         # the old arrays were kept alive until here: ids stay unique
 
     def _tree(self):
         yield self
