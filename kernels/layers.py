@@ -79,10 +79,11 @@ def linear_forward(x, weight, bias=None):
 
 
 @numba.njit(**_KERNEL)
-def _project_tokens(ids, done, table, weight_t, bias, with_bias, rows, new, picked, projected, out):
+def _project_tokens(ids, done, table, weight_t, bias, rows, new, picked, projected, out):
     """out[i] <- rows[ids[i]] (B, out), a row of ``rows`` (V, out) computed the first time its token comes up:
     the new tokens' embeddings gathered into ``picked``, one product with W^T into ``projected`` (BLAS), the
-    bias added as each row is stored. False, and nothing changed, when an id lies outside the table."""
+    bias (an empty one: none) added as each row is stored. False, and nothing changed, when an id lies outside
+    the table."""
     for i in range(ids.shape[0]):
         if ids[i] < 0 or ids[i] >= done.shape[0]:
             return False
@@ -99,7 +100,7 @@ def _project_tokens(ids, done, table, weight_t, bias, with_bias, rows, new, pick
         gemm(False, picked[:count], weight_t, zero, projected[:count])    # E[new] W^T
         for r in range(count):
             row, made = rows[new[r]], projected[r]
-            if with_bias:
+            if bias.shape[0]:
                 for j in range(row.shape[0]):
                     row[j] = made[j] + bias[j]
             else:
@@ -114,7 +115,7 @@ class _ProjectedTokens:
     W^T that ``linear_forward`` above keeps for the decode."""
 
     def __init__(self, table, weight, bias):
-        self.table, self.weight = numpy.ascontiguousarray(table), weight
+        self.table = numpy.ascontiguousarray(table)
         self.bias = numpy.zeros(0, dtype=table.dtype) if bias is None else numpy.ascontiguousarray(bias)
         self.weight_t = dispatch.derived("transposed", (weight,), lambda: transposed(weight))
         self.rows = numpy.empty((table.shape[0], weight.shape[0]), dtype=table.dtype)   # pages touched as filled
@@ -125,15 +126,15 @@ class _ProjectedTokens:
         """Room for ``size`` new tokens in one call."""
         self.new = numpy.empty(size, dtype=numpy.int64)
         self.picked = numpy.empty((size, self.table.shape[1]), dtype=self.table.dtype)
-        self.projected = numpy.empty((size, self.weight.shape[0]), dtype=self.table.dtype)
+        self.projected = numpy.empty((size, self.rows.shape[1]), dtype=self.table.dtype)
 
     def __call__(self, ids):
         """ids (B,) -> (B, out), or None for an id outside the table."""
         if ids.shape[0] > self.new.shape[0]:
             self._grow(ids.shape[0])
         out = numpy.empty((ids.shape[0], self.rows.shape[1]), dtype=self.rows.dtype)
-        if not _project_tokens(ids, self.done, self.table, self.weight_t, self.bias, self.bias.size > 0,
-                               self.rows, self.new, self.picked, self.projected, out):
+        if not _project_tokens(ids, self.done, self.table, self.weight_t, self.bias, self.rows, self.new,
+                               self.picked, self.projected, out):
             return None
         return out
 
