@@ -44,7 +44,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    corpus = prepare(datasets.load(args.data), max_len=10, min_freq=args.min_freq, seed=args.seed)
+    corpus = prepare(datasets.load(args.data), max_len=10, min_freq=args.min_freq)
     if args.init == "minis2s":
         from minis2s.model import Seq2Seq
         twin = TorchSeq2Seq.from_minis2s(Seq2Seq(len(corpus.src_vocab), len(corpus.tgt_vocab), cell=args.cell,

@@ -89,6 +89,9 @@ def add_train(commands):
                       help="with --subword: at most this many pieces a side, special tokens included")
     data.add_argument("--valid-size", type=int, default=1000, help="held-out pairs for validation")
     data.add_argument("--test-size", type=int, default=1000, help="held-out pairs for the final test")
+    data.add_argument("--split-seed", type=int, default=0,
+                      help="chooses the train/valid/test split, independent of --seed: runs with different seeds "
+                           "on one data file share their test set and vocabularies (so they average and ensemble)")
     model = parser.add_argument_group("model (Seq2Seq's constructor, in kebab case)")
     model.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="gru")
     model.add_argument("--attention", choices=("none", "bahdanau", "luong-dot", "luong-general"), default="bahdanau")
@@ -170,7 +173,8 @@ def cmd_train(args):
     if args.resume:
         from . import checkpoint
         _, meta, _ = checkpoint.load(last)
-        saved = meta["cli"]
+        saved = dict(meta["cli"])
+        saved.setdefault("split_seed", saved.get("seed", 0))      # runs saved before --split-seed split by --seed
         for key, value in saved.items():              # the run continues with its own settings
             if key not in ("resume", "no_progress", "plot", "backend", "epochs", "time_limit"):
                 options[key] = value
@@ -181,7 +185,7 @@ def cmd_train(args):
     started = time.perf_counter()
     pairs = _load_text_pairs(args.data)
     corpus = data.prepare(pairs, args.src_tokenizer, args.tgt_tokenizer, not args.no_lowercase, args.max_len,
-                          args.min_freq, args.max_vocab, args.valid_size, args.test_size, args.seed,
+                          args.min_freq, args.max_vocab, args.valid_size, args.test_size, args.split_seed,
                           args.subword, args.vocab_size, args.elisions == "split")
     pieces = "" if args.subword == "none" else f" ({args.subword} pieces)"
     print(f"data: {args.data or DEFAULT_DATA}: {len(corpus.train):,} training, {len(corpus.valid):,} validation, "

@@ -219,7 +219,9 @@ class Vocab:
         counts = collections.Counter()
         for tokens in token_lists:
             counts.update(tokens)
-        ranked = [t for t, c in sorted(counts.items(), key=lambda item: -item[1]) if c >= min_freq
+        # most frequent first, ties in the tokens' own order: the vocabulary depends on the counts alone,
+        # not on the order the pairs came in (two runs on one data file always get the same vocabulary)
+        ranked = [t for t, c in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if c >= min_freq
                   and t not in SPECIALS]
         if max_size:
             ranked = ranked[:max(max_size - len(SPECIALS), 0)]
@@ -280,9 +282,13 @@ def split_by_source(pairs, valid_size, test_size, seed=0):
 
 
 def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=None, min_freq=1, max_vocab=None,
-            valid_size=1000, test_size=1000, seed=0, subword="none", vocab_size=8000, elisions=False):
+            valid_size=1000, test_size=1000, split_seed=0, subword="none", vocab_size=8000, elisions=False):
     """Tokenise, filter by length (``max_len`` words a side, an elided l'homme one word), split by source,
     build vocabularies on the training part, and encode. Returns a Corpus.
+
+    ``split_seed`` alone chooses the split (the model's seed does not): runs with different seeds on one
+    data file get the same training, validation and test pairs and the same vocabularies, so that their
+    scores compare and their models average and ensemble.
 
     ``subword`` "bpe" or "sentencepiece": each side's subword model (at most ``vocab_size`` pieces) is
     learnt on the training part, after the length filter and the split, so that the pairs and the split
@@ -302,7 +308,7 @@ def prepare(pairs, src_kind="auto", tgt_kind="auto", lowercase=True, max_len=Non
         raise DataError(f"no pair is left after tokenising and the length filter (max_len={max_len})")
     valid_size = min(valid_size, len(tokenized) // 10)
     test_size = min(test_size, len(tokenized) // 10)
-    train_idx, valid_idx, test_idx = split_by_source(texts, valid_size, test_size, seed)
+    train_idx, valid_idx, test_idx = split_by_source(texts, valid_size, test_size, split_seed)
     if subword != "none":
         src_tok, tgt_tok, tokenized = learn_subwords(subword, vocab_size, src_tok, tgt_tok, texts, train_idx)
         min_freq, max_vocab = 1, None

@@ -202,3 +202,24 @@ def test_keep_average_and_ensemble(tiny_tsv, tmp_path, trained):
     refused = minis2s("average", str(model), str(out), "--out", str(tmp_path / "no"), check=False)
     assert refused.returncode == 2 and "hidden_size differ" in refused.stderr and str(out) in refused.stderr, \
         refused.stderr
+
+
+def test_two_seeds_on_one_data_file_share_the_split_and_average_and_ensemble(tiny_tsv, tmp_path):
+    """--seed moves the weights, not the data: two seeds get the same test set and vocabularies, so their
+    models average and decode as an ensemble; --split-seed moves the split."""
+    outs = [tmp_path / f"seed{seed}" for seed in (1, 2)]
+    for seed, out in zip((1, 2), outs):
+        minis2s("train", "--data", str(tiny_tsv), "--out", str(out), "--epochs", "1", "--seed", str(seed),
+                "--emb-size", "16", "--hidden-size", "16", "--batch-size", "32", "--valid-size", "30",
+                "--test-size", "30", "--min-freq", "1", "--no-progress", "--valid-bleu", "0")
+    assert (outs[0] / "test.tsv").read_text() == (outs[1] / "test.tsv").read_text()
+    from minis2s import checkpoint
+    metas = [checkpoint.load(str(out / "model.npz"))[1] for out in outs]
+    assert metas[0]["src_vocab"] == metas[1]["src_vocab"] and metas[0]["tgt_vocab"] == metas[1]["tgt_vocab"]
+    minis2s("average", *map(str, outs), "--out", str(tmp_path / "avg"))
+    assert minis2s("translate", "--model", str(outs[0]), "--model", str(outs[1]), "a b c").stdout.strip()
+    moved = tmp_path / "split3"
+    minis2s("train", "--data", str(tiny_tsv), "--out", str(moved), "--epochs", "1", "--split-seed", "3",
+            "--emb-size", "16", "--hidden-size", "16", "--batch-size", "32", "--valid-size", "30",
+            "--test-size", "30", "--min-freq", "1", "--no-progress", "--valid-bleu", "0")
+    assert (moved / "test.tsv").read_text() != (outs[0] / "test.tsv").read_text()

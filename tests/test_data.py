@@ -123,6 +123,25 @@ def test_split_is_deterministic_and_keeps_sources_apart():
     assert sum(len(p) for p in first) == 300
 
 
+def test_vocabulary_ties_sort_by_token_not_by_arrival():
+    """Tokens seen equally often come in their own order, whatever order the pairs arrived in."""
+    first = data.Vocab.build([["b", "a", "c"], ["c"]])
+    second = data.Vocab.build([["c"], ["c", "a", "b"]])
+    assert first.tokens == second.tokens == list(data.SPECIALS) + ["c", "a", "b"]
+
+
+def test_the_split_and_vocabularies_do_not_move_with_the_models_seed():
+    """prepare's split depends on split_seed alone; the pairs' order (as a seed-dependent subset would
+    bring them) does not change the vocabularies."""
+    pairs = [(f"s{i % 70} w{i % 7}", f"t{i % 11} u{i % 5}") for i in range(400)]
+    one = data.prepare(pairs, valid_size=20, test_size=20)
+    again = data.prepare(pairs, valid_size=20, test_size=20, split_seed=0)
+    other = data.prepare(pairs, valid_size=20, test_size=20, split_seed=3)
+    assert one.test_text == again.test_text and one.src_vocab.tokens == again.src_vocab.tokens
+    assert one.tgt_vocab.tokens == again.tgt_vocab.tokens
+    assert other.test_text != one.test_text                      # the split seed does move the split
+
+
 def test_prepare_filters_by_length_and_builds_vocab_on_training_only():
     pairs = [("a b c", "x y"), ("a " * 20, "x"), ("b c", "y z")] * 20 + [("q", "w")]
     corpus = data.prepare(pairs, max_len=5, valid_size=2, test_size=2)
