@@ -109,7 +109,10 @@ def add_train(commands):
     model.add_argument("--label-smoothing", type=float, default=0.0)
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=_positive(int), default=30)
-    training.add_argument("--batch-size", type=_positive(int), default=64)
+    training.add_argument("--batch-size", type=_positive(int), default=64,
+                          help="the global batch: under mpiexec -n R each rank computes a share of it")
+    training.add_argument("--accumulate", type=_positive(int), default=1,
+                          help="one optimiser step per N batches, the loss a mean over all their target tokens")
     training.add_argument("--lr", type=_positive(float), default=1e-3)
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
@@ -165,7 +168,10 @@ def cmd_train(args):
     from .model import Seq2Seq
     from .train import Trainer, TrainConfig
     from .translator import Translator
+    from .parallel import from_environment
     _use_backend(args)
+    comm = from_environment()                     # one process, or the ranks mpiexec started
+    say = print if comm.rank == 0 else _quiet
     if not args.out:
         raise UsageError("--out DIR is required (on the command line, or out = \"DIR\" in --config)")
     last = os.path.join(args.out, "last.npz")
@@ -188,7 +194,7 @@ def cmd_train(args):
                           args.min_freq, args.max_vocab, args.valid_size, args.test_size, args.split_seed,
                           args.subword, args.vocab_size, args.elisions == "split")
     pieces = "" if args.subword == "none" else f" ({args.subword} pieces)"
-    print(f"data: {args.data or DEFAULT_DATA}: {len(corpus.train):,} training, {len(corpus.valid):,} validation, "
+    say(f"data: {args.data or DEFAULT_DATA}: {len(corpus.train):,} training, {len(corpus.valid):,} validation, "
           f"{len(corpus.test):,} test pairs; vocabularies {len(corpus.src_vocab):,} / {len(corpus.tgt_vocab):,}"
           f"{pieces}", flush=True)
     model = Seq2Seq(len(corpus.src_vocab), len(corpus.tgt_vocab), cell=args.cell, attention=args.attention,
@@ -198,15 +204,16 @@ def cmd_train(args):
                     context_feeding=args.context_feeding, reverse_source=args.reverse_source,
                     label_smoothing=args.label_smoothing)
     translator = Translator(model, corpus.src_vocab, corpus.tgt_vocab, corpus.src_tokenizer, corpus.tgt_tokenizer)
-    print(f"model: {args.cell} + {args.attention} attention, {model.num_params():,} parameters, "
-          f"backend {backend.name()}", flush=True)
+    ranks = f", {comm.size} processes (data parallel)" if comm.size > 1 else ""
+    say(f"model: {args.cell} + {args.attention} attention, {model.num_params():,} parameters, "
+        f"backend {backend.name()}{ranks}", flush=True)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                          momentum=args.momentum, weight_decay=args.weight_decay, clip=args.clip,
                          warmup_steps=args.warmup_steps, decay_every=args.decay_every, decay_gamma=args.decay_gamma,
                          plateau_patience=args.plateau_patience, early_stopping=args.early_stopping,
                          schedule=args.schedule, schedule_k=args.schedule_k, seed=args.seed,
                          time_limit=args.time_limit, checkpoint_every=args.checkpoint_every,
-                         eval_every=args.eval_every, keep=args.keep)
+                         eval_every=args.eval_every, keep=args.keep, accumulate=args.accumulate)
     valid_text = corpus.valid_text[:args.valid_bleu]       # a BLEU curve on held-out text (greedy, cheap)
 
     def validation_bleu(trained):
@@ -219,10 +226,13 @@ def cmd_train(args):
     cli_meta = {key: value for key, value in vars(args).items() if key not in ("run", "train_parser")}
     trainer = Trainer(model, corpus.train, corpus.valid, config, out_dir=args.out,
                       meta=dict(translator.meta(), cli=cli_meta), evaluate=validation_bleu if valid_text else None,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, comm=comm)
     if args.resume:
         trainer.restore(last)
-        print(f"resumed from {last} at epoch {trainer.epoch + 1}, step {trainer.step}", flush=True)
+        say(f"resumed from {last} at epoch {trainer.epoch + 1}, step {trainer.step}", flush=True)
+    if comm.rank != 0:                          # rank 0 alone writes the run folder, tests and plots
+        trainer.run()
+        return 0
     os.makedirs(args.out, exist_ok=True)
     config_file.write(os.path.join(args.out, "config.toml"), args, args.train_parser)
     if args.subword != "none":                 # for reading; translate uses the copy inside model.npz
@@ -257,6 +267,10 @@ def cmd_train(args):
         print(f"pictures: {args.out}/training_curves.png" + (", attention.png" if model.attention != "none" else ""))
     print(f"total {(time.perf_counter() - started) / 60:.1f} min; translate with: minis2s translate --model {args.out}")
     return 0
+
+
+def _quiet(*args, **kwargs):
+    """print for a rank other than 0: nothing."""
 
 
 def _sample_indices(pairs, count):
@@ -474,6 +488,7 @@ def build_parser():
 def main(argv=None):
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .parallel import ParallelError, abort
     from .train import TrainingError
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -484,13 +499,18 @@ def main(argv=None):
                 args = parser.parse_args(argv)
             args.train_parser = parser.train_parser
         return args.run(args)
-    except (backend.BackendError, DataError, CheckpointError, TrainingError, UsageError,
+    except (backend.BackendError, DataError, CheckpointError, TrainingError, UsageError, ParallelError,
             config_file.ConfigError) as error:
-        print(f"minis2s {args.command}: error: {error}", file=sys.stderr)
+        print(f"minis2s {args.command}: error: {error}", file=sys.stderr, flush=True)
+        abort(2)                                          # under mpiexec: the other ranks stop too
         return 2
     except ValueError as error:                           # a constructor's check of an option
-        print(f"minis2s {args.command}: error: {error}", file=sys.stderr)
+        print(f"minis2s {args.command}: error: {error}", file=sys.stderr, flush=True)
+        abort(2)
         return 2
+    except Exception:
+        abort(1, show_traceback=True)                     # under mpiexec; in one process Python shows it
+        raise
     except BrokenPipeError:
         return 0
 

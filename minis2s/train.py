@@ -10,6 +10,12 @@ that runs on: the epoch's batch order from (seed, epoch), the step's dropout mas
 forcing coins from (seed, step). A run resumed from a checkpoint therefore takes the same batches
 and draws the same masks as one that was never interrupted, and gives the same losses step by step.
 
+Gradient accumulation (``accumulate`` K, Joey NMT's batch_multiplier, OpenNMT-py's accum_count) and
+data parallelism (``mpiexec -n R``, parallel.py) make one step of several batches or of several shares of
+a batch. The step's loss is the mean over the real target tokens of all of them, N = sum_j N_j, so each
+part's gradient (of its own mean) is weighted by N_j / N before they are added (``accumulate_grads``):
+a mean of the parts' means would give a short batch the weight of a long one.
+
 Scheduled sampling (Bengio et al. 2015): the probability of feeding the reference token at step i is
 
     constant         r                                  (the model's ``teacher_forcing``)
@@ -27,6 +33,7 @@ import numpy
 from . import backend, checkpoint
 from .data import collate
 from .optim import OPTIMIZERS, SGD, Adam, Schedule, clip_grad_norm
+from .parallel import Single, check_agreement, fingerprint, share
 
 SCHEDULES = ("constant", "linear", "exponential", "inverse-sigmoid")
 
@@ -58,13 +65,14 @@ class TrainConfig:
     eval_every: int = 0                 # steps between validations within an epoch; 0: at epoch ends only
     keep: int = 0                       # keep the parameters of the last N checkpoints (step-NNNNNNN.npz)
     bucket: bool = True
+    accumulate: int = 1                 # batches a step: one optimiser step per this many batches
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "accumulate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -105,18 +113,50 @@ def batch_of(pairs, indices):
     return collate([pairs[i][0] for i in indices], [pairs[i][1] for i in indices])
 
 
-def evaluate_loss(model, pairs, batch_size=128):
-    """Mean cross-entropy per target token over ``pairs`` (no dropout, reference inputs)."""
+def target_tokens(pairs, indices):
+    """The real target tokens of a batch: each target and its <eos> (what the loss is a mean over)."""
+    return sum(len(pairs[i][1]) + 1 for i in indices)
+
+
+def accumulate_grads(model, batches, tokens, total_tokens, teacher_forcing=None):
+    """The gradient of the mean loss over the union of ``batches`` left in ``model.grads``; returns that
+    loss (a 0-d array). ``tokens``: each batch's real target tokens N_j; ``total_tokens``: N, theirs and
+    those of the other ranks' shares (the whole step's). A batch may be None (an empty share).
+
+        L = sum_j (N_j / N) L_j,   dL = sum_j (N_j / N) dL_j        (L_j, dL_j: batch j's mean and its gradient)
+    """
+    xp = backend.xp()
+    grads = model.grads.flat
+    summed, loss = xp.zeros_like(grads), xp.zeros((), dtype=numpy.float64)
+    for batch, count in zip(batches, tokens):
+        if batch is None:
+            continue
+        weight = count / total_tokens                                     # N_j / N
+        loss = loss + weight * model.loss_and_grads(batch, teacher_forcing=teacher_forcing)
+        summed += grads.dtype.type(weight) * grads                       # loss_and_grads zeroed grads first
+    grads[...] = summed
+    return loss
+
+
+def evaluate_loss(model, pairs, batch_size=128, comm=None):
+    """Mean cross-entropy per target token over ``pairs`` (no dropout, reference inputs); with a
+    communicator of R ranks, each rank scores every R-th batch and the sums are added."""
+    comm = comm or Single()
     total, tokens = 0.0, 0
-    for start in range(0, len(pairs), batch_size):
+    for number, start in enumerate(range(0, len(pairs), batch_size)):
+        if number % comm.size != comm.rank:
+            continue
         indices = range(start, min(start + batch_size, len(pairs)))
         batch = batch_of(pairs, indices)
         count = batch.num_tokens
         total += model.loss(batch) * count
         tokens += count
+    if comm.size > 1:
+        total, tokens = comm.allreduce(numpy.array([total, tokens], dtype=numpy.float64)).tolist()
     return total / max(tokens, 1)
 
 
+RANK_STREAMS = 1 << 40   # rank r draws its dropout masks from seed * 1000003 + step + r * 2^40: its own stream
 SHOW_EVERY = 20        # steps between the progress bar's loss updates (each one copy from the GPU)
 
 
@@ -124,12 +164,16 @@ class Trainer:
     """Trains ``model`` on (source ids, target ids) pairs; writes ``last.npz`` and ``model.npz`` to ``out_dir``."""
 
     def __init__(self, model, train_pairs, valid_pairs, config, out_dir=None, meta=None, evaluate=None,
-                 progress=True, log=print):
+                 progress=True, log=print, comm=None):
         if not train_pairs:
             raise ValueError("no training pairs")
+        self.comm = comm or Single()
+        self.root = self.comm.rank == 0                  # rank 0 alone writes, logs and evaluates
         self.model, self.train_pairs, self.valid_pairs = model, train_pairs, valid_pairs
-        self.config, self.out_dir, self.meta = config, out_dir, dict(meta or {})
-        self.evaluate, self.progress = evaluate, progress
+        self.config, self.out_dir, self.meta = config, out_dir if self.root else None, dict(meta or {})
+        self.evaluate, self.progress = (evaluate, progress) if self.root else (None, False)
+        if not self.root:
+            log = _silent
         if log is print and progress:
             from tqdm import tqdm
             log = tqdm.write                          # a line of its own, not into the progress bar
@@ -157,11 +201,12 @@ class Trainer:
             return
         self.read_losses()                                        # a non-finite loss stops before the write
         position = dict(epoch=self.epoch, batch_index=self.batch_index, step=self.step, best_loss=self.best_loss,
-                        bad_epochs=self.bad_epochs, elapsed=self.elapsed, schedule=self.schedule.state_dict())
+                        bad_epochs=self.bad_epochs, elapsed=self.elapsed, schedule=self.schedule.state_dict(),
+                        ranks=self.comm.size)
         meta = dict(self.meta, model=self.model.config, train=dataclasses.asdict(self.config), position=position,
                     history=self.history,
                     random=("derived: batch order from default_rng([seed, epoch]); dropout and teacher-forcing "
-                            "coins from model.reseed(seed * 1000003 + step)"))
+                            "coins from model.reseed(seed * 1000003 + step + rank * 2**40)"))
         checkpoint.save(self.path(name), self.model.state_dict(), meta, self.optimizer.state_dict())
         if name == "last.npz" and self.config.keep > 0:           # parameters only, for minis2s average
             checkpoint.save(self.path(f"step-{self.step:07d}.npz"), self.model.state_dict(),
@@ -176,6 +221,10 @@ class Trainer:
         self.model.load_state_dict(params, where=path)
         self.optimizer.load_state_dict(optimizer_state)
         position = meta["position"]
+        if position.get("ranks", 1) != self.comm.size:
+            raise TrainingError(f"{path} was written by a run of {position.get('ranks', 1)} process(es); resume it "
+                                f"with as many (mpiexec -n {position.get('ranks', 1)}), not {self.comm.size}, so that "
+                                "it continues exactly")
         self.epoch, self.batch_index, self.step = position["epoch"], position["batch_index"], position["step"]
         self.best_loss, self.bad_epochs = position["best_loss"], position["bad_epochs"]
         self.elapsed = position.get("elapsed", 0.0)
@@ -185,11 +234,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def train_step(self, batch):
-        config, model = self.config, self.model
-        model.reseed(config.seed * 1_000_003 + self.step)
+    def train_step(self, group):
+        """One optimiser step on ``group``, the index lists of the step's batches (one, or ``accumulate``),
+        of which this rank computes its share. Returns the step's loss (where the model runs)."""
+        config, model, comm = self.config, self.model, self.comm
+        model.reseed(config.seed * 1_000_003 + self.step + comm.rank * RANK_STREAMS)
         ratio = teacher_forcing_ratio(config, self.base_ratio, self.step)
-        loss = model.loss_and_grads(batch, teacher_forcing=ratio)   # a 0-d array where the model runs
+        if len(group) == 1 and comm.size == 1:
+            loss = model.loss_and_grads(batch_of(self.train_pairs, group[0]), teacher_forcing=ratio)
+        else:
+            shares = [share(indices, comm) for indices in group]
+            batches = [batch_of(self.train_pairs, part) if part else None for part in shares]
+            tokens = [target_tokens(self.train_pairs, part) for part in shares]
+            total = sum(target_tokens(self.train_pairs, indices) for indices in group)    # N: every rank knows it
+            loss = accumulate_grads(model, batches, tokens, total, ratio)
+            comm.allreduce(model.grads.flat)                        # the one collective of the gradients
+            loss = comm.allreduce(backend.xp().asarray(loss).reshape(1).copy())[0]
         if config.clip:
             clip_grad_norm(model.grads, config.clip)
         self.schedule.on_step(self.step + 1)
@@ -227,29 +287,46 @@ class Trainer:
             self.log(f"interrupted at epoch {self.epoch + 1}, step {self.step}: saved {self.path('last.npz')}")
         return self.history
 
+    def _agreed(self, seconds):
+        """Rank 0's training time, on every rank (the time limit must stop them all at the same step)."""
+        if self.comm.size == 1:
+            return seconds
+        return float(self.comm.broadcast(numpy.array([seconds], dtype=numpy.float64))[0])
+
+    def start_ranks(self):
+        """Data parallel only: every rank must train on the same pairs with the same model and settings
+        (a ParallelError on every rank, naming the ones that differ), and starts from rank 0's parameters."""
+        if self.comm.size == 1:
+            return
+        check_agreement(self.comm, "the training data", fingerprint(self.train_pairs, self.valid_pairs))
+        check_agreement(self.comm, "the model and training options",
+                        fingerprint(self.model.config, dataclasses.asdict(self.config), self.model.num_params()))
+        self.comm.broadcast(self.model.params.flat)
+
     def _run(self):
         """``elapsed`` counts training steps only (not validation or checkpoint writing): the time limit
         is on training time, whatever the evaluation costs."""
         config = self.config
+        self.start_ranks()
         while self.epoch < config.epochs:
             batches = make_batches(self.train_pairs, config.batch_size, config.seed, self.epoch, config.bucket)
             bar = self._bar(len(batches))
             tokens, seconds = 0, 0.0
             while self.batch_index < len(batches):
-                batch = batch_of(self.train_pairs, batches[self.batch_index])
+                group = batches[self.batch_index:self.batch_index + config.accumulate]     # one step's batches
                 started = time.perf_counter()
-                self.train_step(batch)
+                self.train_step(group)
                 took = time.perf_counter() - started
-                self.elapsed += took
+                self.elapsed = self._agreed(self.elapsed + took)           # every rank stops at the same step
                 seconds += took
-                self.batch_index += 1
-                tokens += batch.num_tokens
+                self.batch_index += len(group)
+                tokens += sum(target_tokens(self.train_pairs, indices) for indices in group)
                 if bar is not None:
                     if self.step % SHOW_EVERY == 0:                # the bar's loss: one host copy per SHOW_EVERY
                         self.read_losses()
                         bar.set_postfix(loss=f"{numpy.mean(self.step_losses[-SHOW_EVERY:]):.3f}",
                                         tok_s=f"{tokens / max(seconds, 1e-9):,.0f}", lr=f"{self.optimizer.lr:.2g}")
-                    bar.update(1)
+                    bar.update(len(group))
                 if config.time_limit and self.elapsed >= config.time_limit:
                     break
                 if config.eval_every and self.step % config.eval_every == 0 and self.batch_index < len(batches):
@@ -296,7 +373,7 @@ class Trainer:
                       tokens_per_s=tokens / max(seconds, 1e-9), elapsed=self.elapsed, lr=self.optimizer.lr)
         improved = False
         if self.valid_pairs:
-            valid = evaluate_loss(self.model, self.valid_pairs)
+            valid = evaluate_loss(self.model, self.valid_pairs, comm=self.comm)
             record.update(valid_loss=valid, valid_ppl=math.exp(min(valid, 700.0)))
             improved = valid < self.best_loss
             if improved:
@@ -320,6 +397,10 @@ class Trainer:
         from tqdm import tqdm
         return tqdm(total=total, initial=self.batch_index, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
                     unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _silent(*args, **kwargs):
+    """The log of a rank other than 0."""
 
 
 def _fmt(value):
