@@ -13,7 +13,7 @@ import sys
 import numpy
 
 import minis2s
-from minis2s import checks, data, datasets, dispatch
+from minis2s import backend, checks, data, datasets, dispatch
 from minis2s.decode import beam_search, greedy
 from minis2s.loss import cross_entropy
 from minis2s.nn import rnn_cells
@@ -38,7 +38,7 @@ def show_forward(model, pairs):
     print(f"logits                  {logits.shape}   (T, B, V)")
     print(f"attention weights       {cache.weights.shape}   (T, S, B): each step's alpha over the source")
     loss, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths)
-    print(f"loss                    {loss:.4f}   mean cross-entropy per target token (about log V = "
+    print(f"loss                    {backend.to_float(loss):.4f}   mean cross-entropy per target token (about log V = "
           f"{numpy.log(logits.shape[-1]):.4f} before training)")
     print(f"dlogits = (p - onehot)/N {dlogits.shape}")
 
@@ -50,7 +50,7 @@ def gradient_by_hand(cell):
     batch = checks.random_batch(numpy.random.default_rng(0), (3, 1, 4), (2, 3, 1), 9, 8)
     name, index, h = "encoder.weight_hh_l0", (1, 2), 1e-6
     model.loss_and_grads(batch)
-    analytic = model.grads[name][index]
+    analytic = backend.to_float(model.grads[name][index])     # (on a GPU: a copy to the host, as every print)
     weight = model.params[name]
     weight[index] += h
     up = model.loss(batch)
@@ -113,7 +113,7 @@ def show_attention(model, corpus):
     print(f"{source!r} -> {' '.join(words[:-1])!r}; attention (rows: output words, columns: source words)")
     tokens = source.split() + ["<eos>"]                       # collate ends every source with <eos>
     print("        " + " ".join(f"{t:>5}" for t in tokens))
-    for word, row in zip(words, hypothesis.attention):
+    for word, row in zip(words, backend.to_numpy(hypothesis.attention)):
         print(f"  {word:>5} " + " ".join(f"{w:5.2f}" for w in row[:len(tokens)]))
     return words, hypothesis.attention
 

@@ -16,7 +16,7 @@ one model, decoded at the cost of one, often a little better than any of them.
 import numpy
 
 from . import backend, checkpoint
-from .loss import length_mask
+from .loss import sequence_logprobs
 from .nn.layers import log_softmax_forward
 
 
@@ -48,13 +48,15 @@ class Ensemble:
         attention = sum(weights) / len(weights) if weights else None
         return logp, [r[1] for r in results], [r[2] for r in results], attention
 
+    def sequence_logprobs(self, batch):
+        """(B,) each target's log-probability under the averaged log-probabilities (teacher forced), as the
+        ensemble scores a translation while decoding."""
+        logp = sum(log_softmax_forward(model.forward(batch, train=False)[0]) for model in self.models) / len(self.models)
+        return sequence_logprobs(logp, batch.tgt_out, batch.tgt_lengths)
+
     def loss(self, batch):
         """Mean cross-entropy per target token of the averaged log-probabilities (teacher forced, no dropout)."""
-        xp = backend.array_module(batch.src)
-        logp = sum(log_softmax_forward(model.forward(batch, train=False)[0]) for model in self.models) / len(self.models)
-        mask = length_mask(batch.tgt_lengths, batch.tgt_out.shape[0])
-        picked = xp.take_along_axis(logp, xp.where(mask, batch.tgt_out, 0)[..., None], axis=-1)[..., 0]
-        return float(-(picked * mask).sum()) / max(int(mask.sum()), 1)
+        return -backend.to_float(self.sequence_logprobs(batch).sum()) / max(batch.num_tokens, 1)  # one host copy
 
 
 def same_vocabularies(metas, names):

@@ -31,9 +31,19 @@ def xp(request):
         if REQUIRE_GPU:
             pytest.fail(f"MINIS2S_REQUIRE_GPU=1 but backend {request.param} is not available (needs CuPy and a GPU)")
         pytest.skip(f"backend {request.param} is not available here (needs CuPy and a GPU)")
+    before = backend.name()                # the suite's backend: numpy, or MINIS2S_BACKEND's (fakecupy, cupy)
     module = backend.use(request.param)
     yield module
-    backend.use("numpy")
+    backend.use(before)
+
+
+@pytest.fixture
+def on_numpy():
+    """For a test that means NumPy (the Numba kernels' arrays, a NumPy-only tool): NumPy for its duration,
+    whatever backend the suite runs under (MINIS2S_BACKEND=fakecupy runs the rest on the stand-in)."""
+    before = backend.name()
+    yield backend.use("numpy")
+    backend.use(before)
 
 
 def assert_checked(errors, tolerance=1e-7):

@@ -1,4 +1,5 @@
 """The one dispatch point: the switch, the reference untouched by it, and minis2s without Numba."""
+import os
 import subprocess
 import sys
 
@@ -11,9 +12,10 @@ NO_NUMBA = "import sys; sys.modules['numba'] = None; from minis2s.cli import mai
 
 
 def run_without_numba(*args, tmp_path):
-    """minis2s ARGS in a fresh interpreter where ``import numba`` fails."""
+    """minis2s ARGS in a fresh interpreter where ``import numba`` fails, on NumPy (the kernels' backend: the
+    message is about them, so the run means NumPy whatever MINIS2S_BACKEND the suite runs under)."""
     return subprocess.run([sys.executable, "-c", NO_NUMBA, *args], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path)
+                          cwd=tmp_path, env={**os.environ, "MINIS2S_BACKEND": "numpy"})
 
 
 def test_the_switch_and_the_context_manager():

@@ -190,7 +190,9 @@ except ImportError:
     HAVE_MPI = False
 needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs mpi4py and mpiexec: pip install 'minis2s[mpi]'")
 
-ONE_THREAD = dict(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
+# one thread a rank, and NumPy (MPI sends NumPy arrays; on CuPy it would be NCCL), whatever the suite runs on
+ONE_THREAD = dict(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                  MINIS2S_BACKEND="numpy")
 TINY = ["--emb-size", "16", "--hidden-size", "24", "--batch-size", "16", "--valid-size", "30", "--test-size", "30",
         "--min-freq", "1", "--no-progress", "--valid-bleu", "0", "--samples", "0"]
 
