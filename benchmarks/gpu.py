@@ -2,6 +2,7 @@
 
     python benchmarks/gpu.py                                  # small, base and large; GRU + Bahdanau
     python benchmarks/gpu.py --configs small --cells lstm --attentions none --repeats 3
+    python benchmarks/gpu.py --stand-in --out OUT                # the CuPy columns on the stand-in (a dry run)
 
 For each configuration one minis2s model is built (seed 0) and copied into every column: minis2s on
 NumPy (the reference path, then the Numba kernels), on CuPy (the reference path, then the CUDA
@@ -12,7 +13,9 @@ Measured per column: training target tokens/s (forward, backward, Adam), greedy 
 sentences/s (minis2s' search drives every model), medians of ``--repeats`` after a warm-up; on the GPU
 the clock stops only after the device has finished (CUDA events, the device synchronised). For the CuPy
 columns, the device -> host copies (and bytes) of one training step, one greedy and one beam decode
-(``backend.transfers``; in the table, not in gpu.json, whose rows keep API.md's keys). A column
+(``backend.transfers``), and the kernel launches of each with the host's time a launch (the call's time
+until it returns, the device not waited for, over its launches: what a launch costs the CPU); these in
+the table, not in gpu.json, whose rows keep API.md's keys. A column
 that cannot run here is printed as "—" with the reason, never dropped. With at least one GPU column
 measured, the rows go to benchmarks/results/gpu.json ({"config", "column", "train_tok_s",
 "greedy_sent_s", "beam_sent_s", "device", "versions"}), gpu.md and gpu.png; without one, only the
@@ -40,7 +43,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--columns", nargs="+", default=list(COLUMNS), choices=COLUMNS)
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--stand-in", action="store_true",
+                        help="run the CuPy columns on the strict stand-in (fakecupy): a dry run of their code, "
+                             "no GPU figure (the rows name the stand-in as their device)")
     args = parser.parse_args(argv)
+    global GPU_BACKEND
+    if args.stand_in:
+        if os.path.abspath(args.out) == os.path.join(HERE, "results"):
+            parser.error("--stand-in writes no GPU result into benchmarks/results: give --out")
+        GPU_BACKEND = "fakecupy"
     rows, reasons = [], {}
     for config in args.configs:
         for cell in args.cells:
@@ -86,7 +97,7 @@ def unavailable(column):
     if column.startswith("CuPy"):
         from minis2s import backend
         try:
-            backend.use("cupy")
+            backend.use(GPU_BACKEND)
         except backend.BackendError as error:
             return str(error)
         finally:
@@ -144,23 +155,56 @@ def measure(column, config_name, cell, attention, repeats):
                 info = bench.machine()
                 versions = {k: info[k] for k in ("numpy", "cupy") if k in info}
                 name = info.get("gpu") or info.get("cpu", "CPU")
+                if column.startswith("CuPy") and GPU_BACKEND == "fakecupy":
+                    name = "fakecupy stand-in on the CPU (no GPU)"
             runs = dict(train=train, greedy=lambda: greedy(decoder, src, max_length=config["length"]),
                         beam=lambda: beam_search(decoder, src, beam_size=5, max_length=config["length"]))
             train_s = timed(runs["train"], repeats, on_gpu)
             greedy_s = timed(runs["greedy"], max(repeats // 2, 1), on_gpu)
             beam_s = timed(runs["beam"], max(repeats // 2, 1), on_gpu)
             copies = {}
-            if column.startswith("CuPy"):          # device -> host copies of one call each, untimed
+            if column.startswith("CuPy"):          # device -> host copies and launches of one call each, untimed
                 for what, run in runs.items():
                     backend.transfers.reset()
                     run()
                     copies[f"d2h_{what}"] = backend.transfers.count
                     copies[f"d2h_{what}_bytes"] = backend.transfers.bytes
+                    copies[f"launches_{what}"], copies[f"host_us_{what}"] = launches(run, on_gpu)
     finally:
         backend.use("numpy")
     return dict(config=config_name, cell=cell, attention=attention, column=column, loss=float(loss),
                 train_tok_s=batch.num_tokens / train_s, greedy_sent_s=len(src) / greedy_s,
                 beam_sent_s=len(src) / beam_s, device=name, versions=versions, **copies)
+
+
+def launches(function, on_gpu):
+    """(kernel launches of one call, the host's microseconds a launch) or (None, None) where they cannot be
+    counted. On the stand-in its own count of the operations CuPy would launch; on a GPU the CUDA kernels that
+    CUPTI saw (through PyTorch's profiler, which traces every kernel of the process, CuPy's too)."""
+    synchronize(on_gpu)
+    started = time.perf_counter()
+    function()
+    host_seconds = time.perf_counter() - started          # until the call returns; the device not waited for
+    synchronize(on_gpu)
+    count = None
+    if GPU_BACKEND == "fakecupy":
+        from minis2s import fakecupy
+        fakecupy.launches.reset()
+        function()
+        count = fakecupy.launches.count
+    elif on_gpu:
+        try:
+            import torch
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CUDA]) as traced:
+                function()
+                synchronize(True)
+            count = sum(1 for event in traced.events() if event.device_type == torch.autograd.DeviceType.CUDA)
+        except Exception as error:                          # noqa: BLE001 - no PyTorch or no CUPTI: say so
+            print(f"kernel launches not counted ({type(error).__name__}: {error})", file=sys.stderr)
+    if not count:
+        return None, None
+    return count, 1e6 * host_seconds / count
 
 
 def timed(function, repeats, on_gpu):
@@ -200,17 +244,21 @@ def markdown(rows):
     """The table; "device -> host" gives the copies (and bytes) of one training step, one greedy and one beam
     decode of the batch, for the columns on a device (kernel launches are not counted: CuPy keeps no count)."""
     lines = ["| config | cell | attention | column | train tok/s | greedy sent/s | beam 5 sent/s "
-             "| device -> host: train step, greedy, beam | device |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- |"]
+             "| device -> host: train step, greedy, beam | launches (host µs a launch): train step, greedy, beam "
+             "| device |",
+             "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
     for r in rows:
         if "why" in r:
-            lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['column']} | — | — | — | — "
+            lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['column']} | — | — | — | — | — "
                          f"| {r['why']} |")
             continue
         copies = "; ".join(f"{r[f'd2h_{w}']} ({r[f'd2h_{w}_bytes']:,} B)" for w in ("train", "greedy", "beam")
                            ) if "d2h_train" in r else "—"
+        counted = "; ".join("—" if r.get(f"launches_{w}") is None else
+                            f"{r[f'launches_{w}']:,} ({r[f'host_us_{w}']:.1f})" for w in ("train", "greedy", "beam")
+                            ) if "d2h_train" in r else "—"
         lines.append(f"| {r['config']} | {r['cell']} | {r['attention']} | {r['column']} | {r['train_tok_s']:,.0f} "
-                     f"| {r['greedy_sent_s']:,.1f} | {r['beam_sent_s']:,.1f} | {copies} | {r['device']} |")
+                     f"| {r['greedy_sent_s']:,.1f} | {r['beam_sent_s']:,.1f} | {copies} | {counted} | {r['device']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,8 @@ fails here just as it would cost time (or fail) there:
                              array mixed into them is a TypeError, as in CuPy
 
 ``fakecupy.transfers.reset()`` and ``.count`` / ``.bytes`` let tests hold code to a sync budget.
+``fakecupy.launches.count`` counts the operations that would each be a kernel launch on CuPy (a ufunc, a
+reduction, a copy, a fancy index or an assignment; not a view such as reshape or a basic slice).
 """
 import types
 
@@ -42,8 +44,20 @@ class Counter:
         self.largest = max(self.largest, int(array.size))
 
 
+class Launches:
+    """How many operations that would each launch a kernel on CuPy, since the last reset."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.count = 0
+
+
 transfers = Counter()          # device -> host
 uploads = Counter()            # host -> device
+launches = Launches()          # kernels CuPy would have launched
+_VIEWS = frozenset(("reshape", "view", "transpose", "swapaxes", "squeeze"))    # no kernel on CuPy
 
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy "
             "array explicitly. (minis2s.fakecupy, the CuPy stand-in)")
@@ -98,6 +112,7 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):      # noqa: N801  (CuPy'
         return len(self._array)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        launches.count += 1
         result = getattr(ufunc, method)(*_unwrap(inputs), **_unwrap(kwargs))
         out = kwargs.get("out")
         if out is not None:
@@ -105,12 +120,16 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):      # noqa: N801  (CuPy'
         return _wrap(result)
 
     def __array_function__(self, func, types, args, kwargs):
+        launches.count += 1
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def __getitem__(self, key):
+        if _gathers(key):
+            launches.count += 1
         return _wrap(self._array[_unwrap(key)])
 
     def __setitem__(self, key, value):
+        launches.count += 1
         self._array[_unwrap(key)] = _unwrap(value)
 
     def __getattr__(self, name):                   # methods: sum, max, reshape, astype, argmax, ...
@@ -119,9 +138,15 @@ class ndarray(numpy.lib.mixins.NDArrayOperatorsMixin):      # noqa: N801  (CuPy'
         attribute = getattr(self._array, name)
         if not callable(attribute):
             return _wrap(attribute)
-        return lambda *args, **kwargs: _wrap(attribute(*_unwrap(args), **_unwrap(kwargs)))
+
+        def method(*args, **kwargs):
+            if name not in _VIEWS:
+                launches.count += 1
+            return _wrap(attribute(*_unwrap(args), **_unwrap(kwargs)))
+        return method
 
     def copy(self, order="C"):
+        launches.count += 1
         return ndarray(self._array.copy(order=order))
 
     # --- the only ways to the host
@@ -186,8 +211,15 @@ def get_array_module(*arrays):
     return sys.modules[__name__] if any(isinstance(a, ndarray) for a in arrays) else numpy
 
 
+def _gathers(key):
+    """Does indexing with ``key`` gather (fancy or boolean indexing: a kernel), rather than take a view?"""
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, (ndarray, numpy.ndarray, list)) for k in keys)
+
+
 def _device_function(function):
     def on_device(*args, **kwargs):
+        launches.count += 1
         return _wrap(function(*_unwrap(args), **_unwrap(kwargs)))
     on_device.__name__ = getattr(function, "__name__", "function")
     on_device.__doc__ = getattr(function, "__doc__", None)
@@ -202,14 +234,17 @@ class _Ufunc:
         self.__name__ = ufunc.__name__
 
     def __call__(self, *args, **kwargs):
+        launches.count += 1
         out = kwargs.get("out")
         result = self.ufunc(*_unwrap(args), **_unwrap(kwargs))
         return out if out is not None else _wrap(result)
 
     def at(self, a, indices, b=None):
+        launches.count += 1
         self.ufunc.at(_unwrap(a), _unwrap(indices), *(() if b is None else (_unwrap(b),)))
 
     def reduce(self, *args, **kwargs):
+        launches.count += 1
         return _wrap(self.ufunc.reduce(*_unwrap(args), **_unwrap(kwargs)))
 
 

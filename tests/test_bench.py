@@ -23,6 +23,7 @@ def test_the_cupy_columns_run_on_the_stand_in_and_agree(gpu_bench, monkeypatch):
         assert row["loss"] == pytest.approx(numpy_row["loss"], rel=1e-5)
         assert row["train_tok_s"] > 0 and row["greedy_sent_s"] > 0 and row["beam_sent_s"] > 0
         assert row["d2h_train"] == 0                                 # a training step never waits for the device
+        assert row["launches_train"] > 100 and row["host_us_train"] > 0   # the stand-in's count of CuPy's kernels
         for search in ("d2h_greedy", "d2h_beam"):                   # the "all finished?" flag of each step (20
             assert 1 <= row[search] <= 20 + 4                        # at most), the lengths and results once
     assert "d2h_train" not in numpy_row
@@ -35,7 +36,7 @@ def test_a_column_that_cannot_run_is_shown_with_its_reason(gpu_bench, tmp_path, 
     rows = gpu_bench.main(["--configs", "small", "--attentions", "none", "--repeats", "1", "--columns", "NumPy",
                            "CuPy reference", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
-    assert "| small | gru | none | CuPy reference | — | — | — | — | backend 'cupy'" in printed
+    assert "| small | gru | none | CuPy reference | — | — | — | — | — | backend 'cupy'" in printed
     assert [r["column"] for r in rows] == ["NumPy", "CuPy reference"]
     assert not (tmp_path / "gpu.json").exists()                    # no GPU column ran: no GPU result claimed
 
