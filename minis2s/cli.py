@@ -3,6 +3,8 @@
     minis2s train [--data PAIRS.tsv] --out DIR [model and training options]
     minis2s translate --model DIR [--beam K] [--nbest N] [TEXT ...]
     minis2s evaluate --model DIR --data PAIRS.tsv [--beam K] [--json]
+    minis2s score --model DIR --data PAIRS.tsv
+    minis2s average MODEL_DIR ... --out DIR
     minis2s gradcheck
     minis2s bench
 """
@@ -307,12 +309,32 @@ def _decode_options(parser):
     parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty exponent")
     parser.add_argument("--block-ngram-repeat", type=int, default=0, help="no n-gram of this size twice (0: off)")
     parser.add_argument("--no-replace-unk", action="store_true", help="keep <unk> instead of copying from the source")
+    parser.add_argument("--coverage-penalty", type=float, default=0.0, metavar="BETA",
+                        help="GNMT's coverage penalty: finished translations ranked by score / lp + BETA * "
+                             "sum_s log min(attention to s, 1) (0: off; 0.2 is a usual value)")
+    sampling = parser.add_argument_group("sampling (instead of beam search)")
+    sampling.add_argument("--sample", action="store_true",
+                          help="draw each translation from the model's distribution, word by word")
+    sampling.add_argument("--temperature", type=_positive(float), default=1.0,
+                          help="divides the log-probabilities before the draw (< 1 sharper, > 1 flatter)")
+    sampling.add_argument("--top-k", type=int, default=0, help="draw among the K most likely words only (0: all)")
+    sampling.add_argument("--top-p", type=float, default=1.0,
+                          help="draw among the fewest most likely words whose probability reaches P (1: all)")
+    sampling.add_argument("--seed", type=int, default=0, help="the draws' seed: the same seed, the same outputs")
 
 
 def _decoding(args):
-    return dict(beam_size=args.beam, max_length=args.max_length, min_length=args.min_length,
-                normalize=args.length_penalty, alpha=args.alpha, block_ngram_repeat=args.block_ngram_repeat,
-                replace_unk=not args.no_replace_unk)
+    options = dict(beam_size=args.beam, max_length=args.max_length, min_length=args.min_length,
+                   normalize=args.length_penalty, alpha=args.alpha, block_ngram_repeat=args.block_ngram_repeat,
+                   replace_unk=not args.no_replace_unk, coverage_penalty=args.coverage_penalty)
+    if args.sample:
+        if args.top_k < 0 or not 0.0 < args.top_p <= 1.0:
+            raise UsageError(f"--top-k must be >= 0 and --top-p in (0, 1], got {args.top_k} and {args.top_p}")
+        if getattr(args, "nbest", 1) > 1:
+            raise UsageError("--nbest needs beam search: --sample draws one translation per sentence")
+        options["sampling"] = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                   seed=args.seed)
+    return options
 
 
 def add_translate(commands):
@@ -353,11 +375,12 @@ def cmd_translate(args):
     if args.nbest > args.beam:
         raise UsageError(f"--nbest {args.nbest} is larger than --beam {args.beam}")
     translator = Translator.load(args.model)
+    decoding = _decoding(args)
     from_terminal = not args.text and sys.stdin.isatty()
     first = None
     for batch in _batches(args.text or sys.stdin, 1 if from_terminal else args.batch_size):
         texts = [text for text in batch if text.strip()]            # blank lines are not translated...
-        rows = iter(translator.translate(texts, nbest=args.nbest, **_decoding(args)) if texts else [])
+        rows = iter(translator.translate(texts, nbest=args.nbest, **decoding) if texts else [])
         out = []
         for text in batch:
             if not text.strip():
@@ -396,9 +419,37 @@ def cmd_evaluate(args):
         pairs = pairs[:args.limit]
     options = _decoding(args)
     scores, _ = translator.evaluate(pairs, options.pop("beam_size"), **options)
-    print(f"{len(pairs):,} pairs, beam {args.beam}: {_score_line(scores)}")
+    how = "sampled" if args.sample else f"beam {args.beam}"
+    print(f"{len(pairs):,} pairs, {how}: {_score_line(scores)}")
     if args.json:
         print(json.dumps(scores))
+    return 0
+
+
+def add_score(commands):
+    parser = commands.add_parser(
+        "score", help="each pair's log-probability under the model, then the corpus perplexity",
+        description="Score given translations: for each pair of PAIRS.tsv, log p(target | source) under the "
+                    "model (teacher forced; the sum over the target's tokens and its <eos>), printed as "
+                    "'LOGPROB<TAB>TOKENS<TAB>source<TAB>target', one line a pair in order; then the corpus "
+                    "perplexity exp(-sum log p / sum tokens), the same as evaluate's.")
+    parser.add_argument("--model", required=True, action="append",
+                        help="a trained model folder; several: an ensemble (its mean log-probabilities)")
+    parser.add_argument("--data", required=True, help="PAIRS.tsv or a bundled name")
+    parser.add_argument("--batch-size", type=_positive(int), default=64)
+    _add_backend(parser)
+    parser.set_defaults(run=cmd_score)
+
+
+def cmd_score(args):
+    from .translator import Translator, perplexity_of
+    _use_backend(args)
+    translator = Translator.load(args.model)
+    pairs = _load_text_pairs(args.data)
+    scored = translator.score(pairs, args.batch_size)
+    for (logprob, tokens), (source, target) in zip(scored, pairs):
+        sys.stdout.write(f"{logprob:.4f}\t{tokens}\t{source}\t{target}\n")
+    print(f"{len(pairs):,} pairs, {sum(n for _, n in scored):,} target tokens: perplexity {perplexity_of(scored):.4f}")
     return 0
 
 
@@ -480,7 +531,7 @@ def build_parser():
                                                                  "NumPy and CuPy, every gradient by hand.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parser.train_parser = add_train(commands)
-    for add in (add_translate, add_evaluate, add_average, add_gradcheck, add_bench):
+    for add in (add_translate, add_evaluate, add_score, add_average, add_gradcheck, add_bench):
         add(commands)
     return parser
 

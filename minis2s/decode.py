@@ -14,14 +14,25 @@ leaves the beam for the sentence's finished list, scored with a length normalisa
     avg       score / |y|                                           (the plain average)
     gnmt      score / ((5 + |y|) / 6) ** alpha                      (Wu et al. 2016)
 
-(|y| counts the <eos>). A sentence is done when it has k finished translations, or at the length
-limit, where its live beams join the finished list. With k = 1 and no length normalisation it finds
+(|y| counts the <eos>). With a coverage penalty beta (GNMT's, Wu et al. 2016, as OpenNMT-py's "wu"),
+a finished translation is ranked by
+
+    score / lp(|y|) + beta * sum_s log min(sum_t alpha_t,s, 1)      (over the source's real positions s)
+
+which costs every source word the attention has covered less than once in total. A sentence is done
+when it has k finished translations, or at the length limit, where its live beams join the finished list. With k = 1 and no length normalisation it finds
 exactly what greedy search finds (a test holds the two against each other). The derivation of the
 scores and of the bookkeeping: docs/derivations/beam-search.md.
 Options: min_length (no <eos> before), max_length (default 2 * source length + 10),
 block_ngram_repeat n (no n-gram twice in one translation), nbest (how many to return),
 replace_unk (an <unk> in the output becomes the source token the attention weighted most).
 <pad> and <bos> are never produced.
+
+Sampling (``sample``): instead of the most likely word, a word drawn from the step's distribution,
+sharpened or flattened by a temperature T, p_T(v) = softmax(log p / T)_v, and cut to the k most likely
+words (top-k) or to the fewest most likely words whose probability reaches P (top-p, nucleus sampling,
+Holtzman et al. 2020), renormalised. Top-k 1 is greedy search. The draws come from the counter-based
+generator (rng.py): one seed gives the same translations on every backend.
 """
 from typing import NamedTuple
 
@@ -64,12 +75,18 @@ def _limits(src_lengths, max_length):
     return numpy.full(len(src_lengths), max_length) if max_length else 2 * src_lengths + 10
 
 
+def most_likely(logp):
+    """Greedy search's choice: each row's most likely word, (rows, V) -> (rows,)."""
+    return logp.argmax(axis=1)
+
+
 @constant_weights()               # the weights stay fixed while decoding (a fast path may keep copies of them)
-def greedy(model, src_seqs, max_length=None, min_length=0):
+def greedy(model, src_seqs, max_length=None, min_length=0, choose=most_likely):
     """src_seqs: lists of source ids -> one Hypothesis per sentence.
 
     The decoder runs one step at a time on its own output: y_t = argmax_v log p(v | y_<t, x), fed back
-    as the next input (autoregressive), until <eos> or the length limit. A sentence that has ended
+    as the next input (autoregressive), until <eos> or the length limit. (``choose`` picks each step's
+    words from the log-probabilities: the argmax here; ``sample`` below passes a random draw.) A sentence that has ended
     leaves the batch (its rows of the state and of the encoder's output are dropped), so later steps
     run on the sentences still going only. Everything stays where the model runs (on the GPU with
     CuPy): a step copies one (B,) flag to the host ("which just ended?"), and the chosen words come
@@ -89,7 +106,7 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
     for step in range(int(limits.max())):
         logp, state, feed, weights = model.step(tokens, state, feed, encoded)   # (A, V): the A alive ones
         logp = _forbid(logp, step, min_length)
-        words = logp.argmax(axis=1)                           # the most likely next word, (A,)
+        words = choose(logp)                                  # the most likely next word, (A,)
         rows = backend.asarray(alive)
         logprob[rows] += logp[xp.arange(len(alive)), words]
         steps[rows] += 1
@@ -119,6 +136,44 @@ def greedy(model, src_seqs, max_length=None, min_length=0):
     return hypotheses
 
 
+class Sampler:
+    """``choose`` for ``greedy``: a word drawn from each row's distribution at temperature T, cut to its
+    top-k words (k = 0: all) and to its top-p nucleus (p = 1: all), renormalised."""
+
+    def __init__(self, temperature=1.0, top_k=0, top_p=1.0, seed=0):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if top_k < 0 or not 0.0 < top_p <= 1.0:
+            raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got top_k={top_k}, top_p={top_p}")
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.rng = backend.rng(seed)
+
+    def __call__(self, logp):
+        xp = backend.array_module(logp)
+        rows, vocab = logp.shape
+        order = xp.argsort(-logp, axis=1, kind="stable")                 # words, most likely first (ties: lower id)
+        ranked = xp.take_along_axis(logp, order, axis=1).astype(xp.float64) / self.temperature
+        probs = xp.exp(ranked - ranked[:, :1])                           # softmax(log p / T), unnormalised
+        probs = probs / probs.sum(axis=1, keepdims=True)
+        keep = xp.ones((rows, vocab), dtype=bool)
+        if self.top_k:
+            keep &= xp.arange(vocab)[None, :] < self.top_k               # the k most likely
+        if self.top_p < 1.0:
+            before = xp.cumsum(probs, axis=1) - probs                   # the mass of the words ranked above
+            keep &= before < self.top_p                                  # the nucleus (always the first word)
+        cumulative = xp.cumsum(xp.where(keep, probs, 0.0), axis=1)       # renormalised by the draw's scale:
+        u = self.rng.random((rows,), dtype="float64") * cumulative[:, -1]  # u ~ U(0, kept mass)
+        picked = (cumulative <= u[:, None]).sum(axis=1)                  # the first word whose cumulative > u
+        picked = xp.minimum(picked, keep.sum(axis=1) - 1)                # (u at the very top: the last kept)
+        return xp.take_along_axis(order, picked[:, None], axis=1)[:, 0]
+
+
+def sample(model, src_seqs, temperature=1.0, top_k=0, top_p=1.0, seed=0, max_length=None, min_length=0):
+    """src_seqs: lists of source ids -> one sampled Hypothesis per sentence (its score the model's own
+    log-probability of it, untempered). ``top_k=1`` is greedy search."""
+    return greedy(model, src_seqs, max_length, min_length, choose=Sampler(temperature, top_k, top_p, seed))
+
+
 def _full(shape, fill, rows, values):
     """A (B, ...) array of ``fill`` holding ``values`` at the alive sentences' ``rows``: a step's record
     for every sentence of the batch."""
@@ -146,7 +201,7 @@ def top_k(scores, logp, done):
 
 @constant_weights()
 def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
-                alpha=0.6, block_ngram_repeat=0, replace_unk=False):
+                alpha=0.6, block_ngram_repeat=0, replace_unk=False, coverage_penalty=0.0):
     """src_seqs: lists of source ids -> per sentence a list of ``nbest`` Hypothesis, best first.
 
     The bookkeeping is array code over all sentences and beams at once, where the model runs: a step
@@ -216,6 +271,11 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
     attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
     src_host = backend.to_numpy(batch.src) if replace_unk else None
     hypotheses = _backtrack(words_per_step, back_per_step, finished_per_step, attention, normalize, alpha)
+    if coverage_penalty:
+        if attention is None:
+            raise ValueError("coverage_penalty needs a model with attention (it scores the attention's coverage)")
+        hypotheses = [[h._replace(score=h.score + coverage(h.attention, src_lengths[b], coverage_penalty))
+                       for h in found] for b, found in enumerate(hypotheses)]
     results = []
     for b in range(size):
         ranked = sorted(hypotheses[b], key=lambda h: -h.score)[:nbest]     # stable: ties in the order they ended
@@ -254,6 +314,14 @@ def _backtrack(words, back, finished, attention, normalize, alpha):
                                         logprob / length_penalty(length, normalize, alpha), logprob,
                                         None if attention is None else attention[h, :length]))
     return hypotheses
+
+
+def coverage(attention, source_length, beta):
+    """GNMT's coverage penalty of one translation: attention (|y|, S) its weights at each output step ->
+    beta * sum_s log min(sum_t alpha_t,s, 1) over the source's real positions (its <eos> included): 0 when
+    every source word got at least a whole unit of attention in total, below 0 for each one that did not."""
+    covered = attention[:, :source_length].sum(axis=0)                     # (S_b,): sum over the outputs
+    return beta * float(numpy.log(numpy.minimum(covered, 1.0)).sum())
 
 
 def _path(history_back, b, j):

@@ -34,6 +34,15 @@ def length_mask(lengths, steps):
     return xp.arange(steps)[:, None] < lengths[None, :]
 
 
+def sequence_logprobs(log_probs, targets, lengths):
+    """log_probs (T, B, V), targets (T, B), lengths (B,) -> (B,) float64: each sequence's log-probability,
+    sum_t log p(y_t) over its real positions (what scoring a translation means; no smoothing)."""
+    xp = backend.array_module(log_probs)
+    mask = length_mask(lengths, targets.shape[0])
+    picked = xp.take_along_axis(log_probs, xp.where(mask, targets, 0)[..., None], axis=-1)[..., 0]   # log p(y_t)
+    return xp.where(mask, picked, 0.0).astype(xp.float64).sum(axis=0)
+
+
 def cross_entropy(logits, targets, lengths=None, mask=None, reduction="mean", label_smoothing=0.0):
     """Returns (loss, dlogits). loss: a 0-d float64 array for "mean"/"sum" (``float(loss)`` on NumPy,
     ``backend.to_float(loss)`` on any backend, where the host needs the number), a (B,) array for "sequence";

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from . import backend
 from .data import BOS, PAD
-from .loss import cross_entropy, length_mask, projected_cross_entropy
+from .loss import cross_entropy, length_mask, projected_cross_entropy, sequence_logprobs
 from .nn.decoder import Decoder, decode_step, steps_backward, steps_forward
 from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_backward, dropout_forward,
                         log_softmax_forward, tanh_backward)
@@ -348,6 +348,12 @@ class Seq2Seq(Module):
         logits, _ = self.forward(batch, train=False)
         value, _ = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=self.label_smoothing)
         return backend.to_float(value)
+
+    def sequence_logprobs(self, batch):
+        """(B,) float64: each target's log-probability log p(y | x) = sum_t log p(y_t | y_<t, x), teacher
+        forced, no dropout, no label smoothing (what ``minis2s score`` prints)."""
+        logits, _ = self.forward(batch, train=False)
+        return sequence_logprobs(log_softmax_forward(logits), batch.tgt_out, batch.tgt_lengths)
 
     def loss_and_grads(self, batch, teacher_forcing=None):
         """The same loss, in training mode (dropout, teacher forcing ratio); fills ``grads`` (zeroed first).

@@ -5,12 +5,11 @@
 """
 import os
 
-from . import checkpoint, metrics
-from .data import Vocab, tokenizer_from_dict
-from .decode import beam_search
+from . import backend, checkpoint, metrics
+from .data import Vocab, collate, tokenizer_from_dict
+from .decode import beam_search, sample
 from .ensemble import Ensemble, same_vocabularies
 from .model import Seq2Seq
-from .train import evaluate_loss
 
 
 class Translator:
@@ -55,14 +54,22 @@ class Translator:
         tokens = [self.src_tokenizer.tokenize(text) or ["<unk>"] for text in texts]
         return tokens, [self.src_vocab.encode(t) for t in tokens]
 
-    def translate(self, texts, beam_size=4, nbest=1, batch_size=64, max_length=None, replace_unk=True, **options):
-        """texts -> per text a list of ``nbest`` (translation, score, attention, source tokens, output tokens)."""
+    def translate(self, texts, beam_size=4, nbest=1, batch_size=64, max_length=None, replace_unk=True,
+                  sampling=None, **options):
+        """texts -> per text a list of ``nbest`` (translation, score, attention, source tokens, output tokens).
+        ``sampling``: a dict of ``decode.sample``'s options (temperature, top_k, top_p, seed) to draw one
+        translation per text instead of searching (each batch draws from its own stream: seed, batch)."""
         results = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
             tokens, ids = self.encode_sources(chunk)
-            hypotheses = beam_search(self.model, ids, beam_size=beam_size, nbest=nbest, max_length=max_length,
-                                     replace_unk=replace_unk, **options)
+            if sampling is not None:
+                drawn = dict(sampling, seed=sampling.get("seed", 0) * 1_000_003 + start)
+                hypotheses = [[h] for h in sample(self.model, ids, max_length=max_length,
+                                                  min_length=options.get("min_length", 0), **drawn)]
+            else:
+                hypotheses = beam_search(self.model, ids, beam_size=beam_size, nbest=nbest, max_length=max_length,
+                                         replace_unk=replace_unk, **options)
             for source_tokens, found in zip(tokens, hypotheses):
                 row = []
                 for hypothesis in found:
@@ -80,13 +87,31 @@ class Translator:
         references = [t for _, t in pairs]
         tokenize = "zh" if self.tgt_tokenizer.kind == "char" else "13a"
         lower = self.tgt_tokenizer.lowercase              # a lower-cased model is scored case-insensitively
-        encoded = [(self.src_vocab.encode(self.src_tokenizer.tokenize(s) or ["<unk>"]),
-                    self.tgt_vocab.encode(self.tgt_tokenizer.tokenize(t))) for s, t in pairs]
-        encoded = [pair for pair in encoded if pair[1]]
-        loss = evaluate_loss(self.model, encoded) if encoded else float("nan")
+        scored = self.score(pairs, batch_size)                 # log p(reference | source), tokens: per pair
+        loss = -sum(lp for lp, _ in scored) / sum(n for _, n in scored) if scored else float("nan")
         return {"bleu": metrics.bleu(hypotheses, references, tokenize, lowercase=lower),
                 "bleu_case_sensitive": metrics.bleu(hypotheses, references, tokenize),
                 "chrf": metrics.chrf(hypotheses, references, lowercase=lower),
                 "exact_match": metrics.exact_match(hypotheses, references, lowercase=lower),
                 "perplexity": metrics.perplexity(loss), "loss": loss, "case_insensitive": lower,
                 "pairs": len(pairs), "beam": beam_size}, hypotheses
+
+    def score(self, pairs, batch_size=64):
+        """pairs of (source text, reference text) -> per pair (log p(reference | source), its target tokens
+        with <eos>): the sum over the reference's tokens of log p(y_t | y_<t, x), teacher forced, no label
+        smoothing (for an ensemble, of the models' mean log-probabilities, as it decodes). Perplexity over
+        a corpus: exp(-sum log p / sum tokens) (``evaluate``'s)."""
+        results = []
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            src = [self.src_vocab.encode(self.src_tokenizer.tokenize(s) or ["<unk>"]) for s, _ in chunk]
+            tgt = [self.tgt_vocab.encode(self.tgt_tokenizer.tokenize(t)) for _, t in chunk]
+            batch = collate(src, tgt)
+            logprobs = backend.to_numpy(self.model.sequence_logprobs(batch)).tolist()    # one copy a batch
+            results += [(float(lp), len(t) + 1) for lp, t in zip(logprobs, tgt)]
+        return results
+
+
+def perplexity_of(scored):
+    """exp(-sum log p / sum tokens) over ``Translator.score``'s (log p, tokens) pairs: ``evaluate``'s."""
+    return metrics.perplexity(-sum(lp for lp, _ in scored) / max(sum(n for _, n in scored), 1))

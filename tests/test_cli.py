@@ -223,3 +223,35 @@ def test_two_seeds_on_one_data_file_share_the_split_and_average_and_ensemble(tin
             "--emb-size", "16", "--hidden-size", "16", "--batch-size", "32", "--valid-size", "30",
             "--test-size", "30", "--min-freq", "1", "--no-progress", "--valid-bleu", "0")
     assert (moved / "test.tsv").read_text() != (outs[0] / "test.tsv").read_text()
+
+
+def test_score_prints_each_pairs_log_probability_and_evaluates_perplexity(trained):
+    """minis2s score: a line per pair, LOGPROB TAB TOKENS TAB source TAB target, then the corpus perplexity
+    exp(-sum / tokens), which equals evaluate's."""
+    out, _ = trained
+    result = minis2s("score", "--model", str(out), "--data", str(out / "test.tsv")).stdout.splitlines()
+    pairs = (out / "test.tsv").read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in result[:-1]]
+    assert len(rows) == len(pairs) and all(f"{s}\t{t}" == line for (_, _, s, t), line in zip(rows, pairs))
+    logprobs, tokens = [float(r[0]) for r in rows], [int(r[1]) for r in rows]
+    assert all(lp <= 0 for lp in logprobs) and tokens[0] == len(pairs[0].split("\t")[1].split()) + 1
+    perplexity = float(result[-1].rsplit(" ", 1)[1])
+    assert perplexity == pytest.approx(numpy.exp(-sum(logprobs) / sum(tokens)), rel=1e-3)
+    evaluated = json.loads(minis2s("evaluate", "--model", str(out), "--data", str(out / "test.tsv"),
+                                   "--json").stdout.splitlines()[-1])
+    assert perplexity == pytest.approx(evaluated["perplexity"], abs=1e-4)
+
+
+def test_sampling_and_coverage_from_the_command_line(trained):
+    out, _ = trained
+    text = ["a b c d e", "e d c", "b a"]
+    first = minis2s("translate", "--model", str(out), "--sample", "--temperature", "2", "--seed", "3", *text).stdout
+    again = minis2s("translate", "--model", str(out), "--sample", "--temperature", "2", "--seed", "3", *text).stdout
+    assert first == again and len(first.splitlines()) == 3
+    greedy = minis2s("translate", "--model", str(out), "--beam", "1", "--length-penalty", "none", *text).stdout
+    assert minis2s("translate", "--model", str(out), "--sample", "--top-k", "1", *text).stdout == greedy
+    covered = minis2s("evaluate", "--model", str(out), "--data", str(out / "test.tsv"), "--coverage-penalty", "0.2",
+                      "--json").stdout.splitlines()[-1]
+    assert json.loads(covered)["bleu"] > 50
+    refused = minis2s("translate", "--model", str(out), "--sample", "--nbest", "2", "--beam", "2", "a", check=False)
+    assert refused.returncode == 2 and "--nbest needs beam search" in refused.stderr

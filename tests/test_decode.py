@@ -207,3 +207,83 @@ def test_a_batch_decodes_as_its_sentences_do_one_by_one(attention, scale, eos_bi
         assert len(hypotheses) == len(alone)
         for batched, single in zip(hypotheses, alone):
             same(batched, single)
+
+
+# ----------------------------------------------------------------------------- the decoding toolbox
+
+def test_sampling_draws_from_the_distribution_worked_by_hand():
+    """From <bos> the Markov model says A 0.6, B 0.4: 4,000 draws give A about 0.6 of the time (3 sigma:
+    +-0.023); at temperature 1/2 p(A) = 0.36 / (0.36 + 0.16) = 0.692; every draw's logprob is the model's
+    own, untempered (A C <eos>: log 0.6 x 0.35)."""
+    from minis2s.decode import sample
+    sources = [[A]] * 4000
+    drawn = sample(MarkovModel(), sources, seed=1)
+    first = numpy.array([h.tokens[0] for h in drawn])
+    assert abs((first == A).mean() - 0.6) < 0.023
+    sharp = numpy.array([h.tokens[0] for h in sample(MarkovModel(), sources, temperature=0.5, seed=2)])
+    assert abs((sharp == A).mean() - 0.36 / 0.52) < 0.022
+    for h in drawn[:50]:
+        expected = {(A, C): 0.6 * 0.35, (A, D): 0.6 * 0.35, (A,): 0.6 * 0.3, (B,): 0.4 * 0.9, (B, C): 0.4 * 0.1}
+        assert h.logprob == pytest.approx(numpy.log(expected[tuple(h.tokens)]))
+
+
+def test_top_k_and_top_p_cut_the_distribution_as_worked_by_hand():
+    """top-p 0.5: after <bos> the nucleus is A alone (0.6 >= 0.5); after A it is C and D (0.35 + 0.35 >= 0.5,
+    <eos> left out), so every draw is A C or A D, both of them; top-k 2 after A: C and D, never <eos>."""
+    from minis2s.decode import sample
+    nucleus = {tuple(h.tokens) for h in sample(MarkovModel(), [[A]] * 200, top_p=0.5, seed=3)}
+    assert nucleus == {(A, C), (A, D)}
+    two = {tuple(h.tokens) for h in sample(MarkovModel(), [[A]] * 300, top_k=2, seed=4)}
+    assert (A,) not in two and {(A, C), (A, D), (B,), (B, C)} >= two and (B,) in two
+
+
+def test_sampling_is_reproducible_and_top_k_one_is_greedy():
+    from minis2s.decode import sample
+    model = minis2s.Seq2Seq(30, 25, cell="gru", attention="bahdanau", emb_size=6, hidden_size=8, dtype="float64",
+                            seed=3)
+    rng = numpy.random.default_rng(0)
+    sources = [rng.integers(4, 30, size=n).tolist() for n in (3, 6, 4, 8, 5)]
+    once, again = (sample(model, sources, temperature=1.5, seed=7) for _ in range(2))
+    assert [h.tokens for h in once] == [h.tokens for h in again]
+    other = sample(model, sources, temperature=1.5, seed=8)
+    assert [h.tokens for h in once] != [h.tokens for h in other]
+    assert [h.tokens for h in sample(model, sources, top_k=1, seed=9)] == [h.tokens for h in greedy(model, sources)]
+
+
+def test_coverage_penalty_worked_by_hand():
+    """Every step attends [0.1, 0.7, 0.2] over the source A B <eos>. B <eos> (2 steps) covers
+    [0.2, 1.4, 0.4]: beta (log 0.2 + log 0.4) = -2.526 beta; A C <eos> (3 steps) covers [0.3, 2.1, 0.6]:
+    beta (log 0.3 + log 0.6) = -1.715 beta. Raw log 0.36 = -1.022 beats log 0.21 = -1.561; with beta = 1,
+    -1.561 - 1.715 = -3.276 beats -1.022 - 2.526 = -3.548: the better-covering translation wins."""
+    model = MarkovModel(attention=numpy.array([0.1, 0.7, 0.2]))
+    plain = beam_search(model, [[A, B]], beam_size=3, nbest=3, normalize="none")[0]
+    assert plain[0].tokens == [B]
+    covered = beam_search(model, [[A, B]], beam_size=3, nbest=3, normalize="none", coverage_penalty=1.0)[0]
+    assert covered[0].tokens in ([A, C], [A, D])
+    assert covered[0].score == pytest.approx(numpy.log(0.21) + numpy.log(0.3) + numpy.log(0.6))
+    b_eos = next(h for h in covered if h.tokens == [B])
+    assert b_eos.score == pytest.approx(numpy.log(0.36) + numpy.log(0.2) + numpy.log(0.4))
+    with pytest.raises(ValueError, match="attention"):
+        beam_search(MarkovModel(), [[A]], beam_size=2, coverage_penalty=0.2)
+
+
+def test_a_pairs_score_is_its_log_probability_step_by_step():
+    """Seq2Seq.sequence_logprobs (what minis2s score prints) = sum over the reference of log p(y_t | y_<t, x)
+    read off model.step one word at a time, fed the reference (float64, 1e-10); label smoothing left out."""
+    for attention in ("bahdanau", "none"):
+        model = minis2s.Seq2Seq(20, 18, cell="lstm", attention=attention, emb_size=5, hidden_size=7,
+                                dtype="float64", seed=4, label_smoothing=0.1)
+        rng = numpy.random.default_rng(5)
+        src = [rng.integers(4, 20, size=n).tolist() for n in (4, 2, 6)]
+        tgt = [rng.integers(4, 18, size=n).tolist() for n in (3, 5, 1)]
+        batch = data.collate(src, tgt)
+        scored = backend.to_numpy(model.sequence_logprobs(batch))
+        for b in range(3):
+            encoded, state, feed = model.start(*(a[:, [b]] if a.ndim == 2 else a[[b]]
+                                                 for a in (batch.src[:len(src[b]) + 1], batch.src_lengths)))
+            total, previous = 0.0, data.BOS
+            for word in tgt[b] + [data.EOS]:
+                logp, state, feed, _ = model.step(backend.asarray(numpy.array([previous])), state, feed, encoded)
+                total += float(backend.to_numpy(logp)[0, word])
+                previous = word
+            assert scored[b] == pytest.approx(total, rel=1e-10)
