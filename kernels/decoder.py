@@ -32,6 +32,10 @@ and back, t = T-1 .. 0, carrying dh (and dc):
     dv     += sum dscore_s phi_s,  dpre_s = dscore_s v (1 - phi_s^2),  dKW_s += dpre_s,  dqW = sum_s dpre_s
     dh     += dqW W_q                                   the query was h_t-1
 
+With Bahdanau's attentional output (``attentional_output``), o_t = dropout(h~_t), h~_t = tanh(W_c [ctx_t ; h_t]):
+it feeds nothing back, so it runs after the loop for all steps at once (two products), and its backward
+before the loop's: dpre = do (1 - h~^2), dctx_out = dpre W_c1 (added to each step's dctx), dh_t = dpre W_c2.
+
 A Luong decoder's step attends after the cells, with the top layer's new h_t:
 
     xw      = xw_emb_t + cv W_cv^T + h~_t-1 W_feed^T    input feeding: W_ih = [W_emb | W_feed | W_cv]
@@ -263,7 +267,7 @@ def _bahdanau_forward(lstm, xw, h, c, W_hh_t, b_hh, W_up_t, b_up, drop, dropping
 
 @numba.njit(**_KERNEL)
 def _bahdanau_backward(lstm, dout, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_up, drop, dropping, W_ctx, W_q, v,
-                       memory, phi, weights, one, dh, dc, dxw, dgh, dqw, dmemory, dprojected, dv):
+                       memory, phi, weights, one, dh, dc, dxw, dgh, dqw, dmemory, dprojected, dv, dctx_out):
     steps, batch, hidden = dout.shape
     layers = dh.shape[0]
     zero = one - one
@@ -273,7 +277,11 @@ def _bahdanau_backward(lstm, dout, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_
     for t in range(steps - 1, -1, -1):
         _stack_step_backward(lstm, t, dout[t], dh, dc, h_prev, c_prev, gates, gh_n, tanh_c, W_hh, W_up, drop,
                              dropping, dxw, dgh, dbelow, one)
-        gemm(False, dxw[0, t], W_ctx, zero, dctx)                    # dctx = dxw W_ctx
+        if dctx_out.shape[0]:                                         # the attentional output read ctx_t too
+            dctx[...] = dctx_out[t]
+            gemm(False, dxw[0, t], W_ctx, one, dctx)                 # dctx = dctx_out + dxw W_ctx
+        else:
+            gemm(False, dxw[0, t], W_ctx, zero, dctx)                # dctx = dxw W_ctx
         _attend_backward(dctx, memory, phi[t], weights[t], v, dv, dmemory, dprojected, dscores, dqw[t], one)
         gemm(False, dqw[t], W_q, one, dh[layers - 1])                # dh += dqW W_q (the query was h_t-1)
 
@@ -361,7 +369,8 @@ class _Operands(NamedTuple):
     v: object
     projected: object
     W_a: object           # luong-general's (M, H), else empty
-    W_c1: object          # luong: W_c's columns for ctx (H, M) and for h (H, H); else None
+    W_c1: object          # luong, bahdanau's attentional output: W_c's columns for ctx (H, M) and for h (H, H);
+                          # else None
     W_c2: object
     memory: object
     mask: object
@@ -391,7 +400,7 @@ def _operands(decoder, encoded):
         return numpy.stack(parts) if parts else numpy.empty((0,) + shape, dtype=dtype)
     start_ctx, start_feed, _ = _columns(decoder)
     bahdanau = decoder.attention_kind == "bahdanau"
-    W_c = None if bahdanau else decoder.combine.params["weight"]
+    W_c = None if decoder.combine is None else decoder.combine.params["weight"]
     return _Operands(
         W_ih, contiguous(W_ih[:, start_ctx:start_ctx + memory_size]) if bahdanau else None,
         contiguous(W_ih[:, start_feed:start_feed + hidden]) if decoder.input_feeding else empty,
@@ -400,7 +409,7 @@ def _operands(decoder, encoded):
         contiguous(attention["W_q"]) if bahdanau else None, attention["v"] if bahdanau else None,
         contiguous(encoded.projected) if bahdanau else None,
         contiguous(attention["W_a"]) if decoder.attention_kind == "luong-general" else empty,
-        None if bahdanau else contiguous(W_c[:, :memory_size]), None if bahdanau else contiguous(W_c[:, memory_size:]),
+        None if W_c is None else contiguous(W_c[:, :memory_size]), None if W_c is None else contiguous(W_c[:, memory_size:]),
         contiguous(encoded.memory), contiguous(encoded.mask))
 
 
@@ -469,7 +478,11 @@ def _run_forward(decoder, xw, state, feed, ops, drop):
         phi = numpy.empty((steps, source, batch, ops.projected.shape[2]), dtype=dtype)
         _bahdanau_forward(lstm, xw, *stack, ops.W_ctx, ops.W_q, ops.v, ops.memory, ops.projected, ops.mask, one,
                           out, ctx, phi, weights, *cells)
-        kept.update(phi=phi, u=None, tops=None, feeds=None)
+        tops = None
+        if ops.W_c1 is not None:                      # the attentional output: it feeds nothing back, so it runs
+            tops = out                                # for all steps at once after the loop, one product a part
+            out = numpy.tanh(ctx @ ops.W_c1 + tops @ ops.W_c2)           # h~_t = tanh(W_c [ctx_t ; h_t])
+        kept.update(phi=phi, u=None, tops=tops, feeds=None)
     else:
         feeding = decoder.input_feeding
         feed = (numpy.array(feed, dtype=dtype, order="C") if feeding and feed is not None
@@ -538,8 +551,15 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
         dqw = numpy.empty((steps, batch, seq.phi.shape[3]), dtype=dtype)
         dprojected = numpy.zeros_like(seq.phi[0])
         dv = numpy.zeros_like(ops.v)
+        dctx_out = numpy.empty((0, 0, 0), dtype=dtype)
+        if seq.tops is not None:                      # the attentional output, all steps at once: h~ = tanh(pre)
+            dpre = dout * (1 - seq.out * seq.out)
+            joined = numpy.concatenate([seq.ctx, seq.tops], axis=2)
+            decoder.combine.grads["weight"] += dpre.reshape(-1, hidden).T @ joined.reshape(-1, joined.shape[2])
+            dctx_out = numpy.ascontiguousarray(dpre @ ops.W_c1)     # [dctx ; dh] = dpre W_c
+            dout = numpy.ascontiguousarray(dpre @ ops.W_c2)
         _bahdanau_backward(lstm, dout, *cells, ops.W_ctx, ops.W_q, ops.v, memory, seq.phi, seq.weights, one,
-                           dh, dc, dxw, dgh, dqw, dmemory, dprojected, dv)
+                           dh, dc, dxw, dgh, dqw, dmemory, dprojected, dv, dctx_out)
         attention.grads["v"] += dv
         top = seq.h_prev[layers - 1]                                 # the query: the top layer's h_t-1
         attention.grads["W_q"] += dqw.reshape(-1, dqw.shape[2]).T @ top.reshape(-1, hidden)

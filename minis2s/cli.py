@@ -106,6 +106,9 @@ def add_train(commands):
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     model.add_argument("--bridge", choices=("final", "zeros"), default="final")
     model.add_argument("--input-feeding", action="store_true", help="Luong input feeding")
+    model.add_argument("--attentional-output", action=argparse.BooleanOptionalAction, default=False,
+                       help="Bahdanau attention: the output layer reads tanh(W_c [ctx_t ; s_t]), the step's "
+                            "context too, not s_t alone (Luong's attention always does)")
     model.add_argument("--context-feeding", action="store_true", help="feed the context vector at every step")
     model.add_argument("--reverse-source", action="store_true", help="reverse the source (Sutskever et al. 2014)")
     model.add_argument("--label-smoothing", type=float, default=0.0)
@@ -183,6 +186,7 @@ def cmd_train(args):
         _, meta, _ = checkpoint.load(last)
         saved = dict(meta["cli"])
         saved.setdefault("split_seed", saved.get("seed", 0))      # runs saved before --split-seed split by --seed
+        saved.setdefault("attentional_output", False)             # and had no attentional output
         for key, value in saved.items():              # the run continues with its own settings
             if key not in ("resume", "no_progress", "plot", "backend", "epochs", "time_limit"):
                 options[key] = value
@@ -204,7 +208,7 @@ def cmd_train(args):
                     bidirectional=args.bidirectional, dropout=args.dropout, teacher_forcing=args.teacher_forcing,
                     dtype=args.dtype, seed=args.seed, bridge=args.bridge, input_feeding=args.input_feeding,
                     context_feeding=args.context_feeding, reverse_source=args.reverse_source,
-                    label_smoothing=args.label_smoothing)
+                    label_smoothing=args.label_smoothing, attentional_output=args.attentional_output)
     translator = Translator(model, corpus.src_vocab, corpus.tgt_vocab, corpus.src_tokenizer, corpus.tgt_tokenizer)
     ranks = f", {comm.size} processes (data parallel)" if comm.size > 1 else ""
     say(f"model: {args.cell} + {args.attention} attention, {model.num_params():,} parameters, "

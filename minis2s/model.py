@@ -125,7 +125,7 @@ class Seq2Seq(Module):
     def __init__(self, src_vocab_size, tgt_vocab_size, cell="gru", attention="bahdanau", emb_size=256,
                  hidden_size=256, num_layers=1, bidirectional=False, dropout=0.0, teacher_forcing=1.0,
                  dtype="float32", seed=0, bridge="final", input_feeding=False, context_feeding=False,
-                 reverse_source=False, label_smoothing=0.0):
+                 reverse_source=False, label_smoothing=0.0, attentional_output=False):
         super().__init__(dtype, seed)
         if cell not in CELL_NAMES:
             raise ValueError(f"cell must be one of {tuple(CELL_NAMES)}, got {cell!r}")
@@ -147,7 +147,8 @@ class Seq2Seq(Module):
                            num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
                            teacher_forcing=teacher_forcing, dtype=str(self.dtype), seed=seed, bridge=bridge,
                            input_feeding=input_feeding, context_feeding=context_feeding,
-                           reverse_source=reverse_source, label_smoothing=label_smoothing)
+                           reverse_source=reverse_source, label_smoothing=label_smoothing,
+                           attentional_output=attentional_output)
         self.attention, self.bridge_kind = attention, bridge
         self.teacher_forcing, self.dropout = teacher_forcing, dropout
         self.reverse_source, self.label_smoothing = reverse_source, label_smoothing
@@ -173,7 +174,7 @@ class Seq2Seq(Module):
                                                            self.encoder.cell.state_size, dtype, seed + 3))
         self.decoder = self.add_module("decoder", Decoder(
             CELL_NAMES[cell], tgt_vocab_size, emb_size, hidden_size, directions * encoder_hidden, num_layers,
-            attention, input_feeding, context_feeding, dropout, dtype, seed + 4))
+            attention, input_feeding, context_feeding, dropout, dtype, seed + 4, attentional_output))
         self.flatten_parameters()              # every parameter a view of one buffer: Adam updates all in one call
 
     # ------------------------------------------------------------------ the source side

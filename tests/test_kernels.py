@@ -511,7 +511,9 @@ DECODER_CASES = [("gru", dict()), ("lstm", dict()), ("gru", dict(context_feeding
                  ("lstm", dict(attention="luong-general", input_feeding=True, num_layers=2, dropout=0.3)),
                  ("gru", dict(attention="luong-general", context_feeding=True, dropout=0.2)),
                  ("lstm", dict(attention="luong-dot", input_feeding=True, context_feeding=True, bidirectional=True,
-                               reverse_source=True))]
+                               reverse_source=True)),
+                 ("gru", dict(attentional_output=True)),
+                 ("lstm", dict(attentional_output=True, num_layers=2, dropout=0.3, context_feeding=True))]
 PLAIN_DECODER_CASES = [("gru", dict(attention="none")), ("lstm", dict(attention="none", context_feeding=True)),
                        ("rnn", dict(attention="none", bidirectional=True))]
 

@@ -27,7 +27,10 @@ def test_whole_model_gradients(cell, attention, input_feeding, bidirectional, co
 
 @pytest.mark.parametrize("options", [dict(num_layers=2, dropout=0.3), dict(reverse_source=True),
                                      dict(bridge="zeros"), dict(label_smoothing=0.2),
-                                     dict(num_layers=2, bidirectional=True, bridge="zeros", context_feeding=True)])
+                                     dict(num_layers=2, bidirectional=True, bridge="zeros", context_feeding=True),
+                                     dict(attentional_output=True), dict(attentional_output=True, teacher_forcing=0.5,
+                                                                         context_feeding=True),
+                                     dict(attentional_output=True, num_layers=2, bidirectional=True, dropout=0.2)])
 def test_model_options_gradients(options):
     assert_checked(checks.check_seq2seq("lstm", "bahdanau", max_elements=12, **options))
 

@@ -11,7 +11,10 @@ docs/notation.md):
     s_t   = cell stack(x_t, s_t-1)                              Recurrent.stack_step_forward (nn/rnn.py)
     luong: ctx_t = attend(h_t, K),  h~_t = tanh(W_c [ctx_t ; h_t])    the attentional hidden state
            (Luong et al. 2015, ``combine_forward``); with input feeding h~_t is fed into step t+1
-    o_t   = dropout(h~_t (luong) or h_t (bahdanau, none))
+    bahdanau with attentional_output: h~_t = tanh(W_c [ctx_t ; h_t]) with the step's ctx_t (from h_t-1):
+           the output sees the context too (Joey NMT's and OpenNMT-py's attentional layer; Bahdanau et al.
+           compute their output from s_i, y_i-1 and c_i)
+    o_t   = dropout(h~_t (luong; bahdanau with attentional_output) or h_t (bahdanau, none))
     logits_t = W_out o_t + b_out                                (for all steps at once, in model.py)
 
 cv is the encoder's summary of the source (its final state, through the bridge): the d2l design feeds
@@ -25,9 +28,11 @@ projection; the carried gradients ds_t, dh~_t from step t+1 start at zero):
     o_t:      dropout backward
     luong:    dh~_t += dh~_t (carried, input feeding);  [dctx_t ; dh_t] = combine_backward(dh~_t)
               dh_t += attention backward of dctx_t          (the query was h_t)
+    bahdanau with attentional_output: [dctx_t ; dh_t] = combine_backward(dh~_t)
     cells:    Recurrent.stack_step_backward(dh_t, ds_t)  ->  dxw^k, dgh^k, ds_t-1
     extras:   [dctx_t ; dh~_t-1 ; dcv] = dxw^0 W_ih^0[:, E:]      (``split_extras``)
-    bahdanau: dh_t-1 += attention backward of dctx_t        (the query was h_t-1)
+    bahdanau: dh_t-1 += attention backward of dctx_t        (the query was h_t-1; with attentional_output
+              dctx_t sums both uses of ctx_t: the cell's input and the output layer)
 
 dcv and the attention's dK, dKW are summed over all steps; after the loop ``weight_grads`` takes the
 cell stack's weight gradients as one product each and returns demb = dXW^0 W_ih^0[:, :E].
@@ -65,7 +70,8 @@ class StepCache(NamedTuple):
 
 class Decoder(Module):
     def __init__(self, cell, vocab_size, emb_size, hidden_size, memory_size, num_layers=1, attention="none",
-                 input_feeding=False, context_feeding=False, dropout=0.0, dtype=None, seed=0):
+                 input_feeding=False, context_feeding=False, dropout=0.0, dtype=None, seed=0,
+                 attentional_output=False):
         super().__init__(dtype, seed)
         self.attention_kind = attention
         self.input_feeding = input_feeding
@@ -81,8 +87,8 @@ class Decoder(Module):
         if attention != "none":
             self.attention = self.add_module("attention", Attention(attention, hidden_size, memory_size,
                                                                     dtype=dtype, seed=seed + 13))
-        self.combine = None
-        if attention.startswith("luong"):
+        self.combine = None                            # W_c of h~_t = tanh(W_c [ctx_t ; h_t])
+        if attention.startswith("luong") or (attention == "bahdanau" and attentional_output):
             self.combine = self.add_module("combine", Linear(memory_size + hidden_size, hidden_size, bias=False,
                                                              dtype=dtype, seed=seed + 17))
         self.out = self.add_module("out", Linear(hidden_size, vocab_size, dtype=dtype, seed=seed + 19))
@@ -105,7 +111,7 @@ class Decoder(Module):
             return None
         return backend.xp().zeros((batch, self.hidden_size), dtype=self.dtype)
 
-    # ------------------------------------------------------------------ Luong's attentional hidden state
+    # ------------------------------------------------------------------ the attentional hidden state
 
     def combine_forward(self, ctx, h):
         """ctx (B, M), h (B, H) -> h~ = tanh(W_c [ctx ; h]) (B, H), cache (or every step at once: (T, B, ...))."""
@@ -160,9 +166,11 @@ class Decoder(Module):
             xw0 = xw_emb + extras @ self.rnn.params["weight_ih_l0"][:, self.emb_size:].T
         state, stack_cache = self.rnn.stack_step_forward(xw0, state, train)
         output, combine_cache = state[0][-1], None                      # h_t, the top layer's new state
-        if self.combine is not None:                                    # Luong: attend with h_t, then combine
-            ctx, attention_cache = self.attention.forward(output, encoded.memory, encoded.projected, encoded.mask)
-            output, combine_cache = self.combine_forward(ctx, output)
+        if self.combine is not None:
+            if self.attention_kind != "bahdanau":                       # Luong: attend with h_t, then combine
+                ctx, attention_cache = self.attention.forward(output, encoded.memory, encoded.projected,
+                                                              encoded.mask)
+            output, combine_cache = self.combine_forward(ctx, output)    # h~_t = tanh(W_c [ctx_t ; h_t])
         new_feed = output if self.input_feeding else None
         dropped, out_mask = dropout_forward(output, self.dropout, self.rng, train)
         weights = None if attention_cache is None else attention_cache.weights
@@ -180,18 +188,21 @@ class Decoder(Module):
         """
         memory = encoded.memory
         doutput = dropout_backward(doutput, cache.out_mask)
-        dtop = doutput
+        dtop, dctx_out = doutput, None
         if self.combine is not None:
             if dfeed is not None:
                 doutput = doutput + dfeed                               # h~_t also fed step t+1
-            dctx, dtop = self.combine_backward(doutput, cache.combine)
-            dtop = dtop + self.attention.backward(dctx, cache.attention, memory, dmemory, dprojected)  # query h_t
+            dctx_out, dtop = self.combine_backward(doutput, cache.combine)
+            if self.attention_kind != "bahdanau":                       # Luong: the query was h_t
+                dtop = dtop + self.attention.backward(dctx_out, cache.attention, memory, dmemory, dprojected)
         dxw, dgh, dstate_prev = self.rnn.stack_step_backward(dtop, dstate, cache.stack)
         dfeed_prev = dcontext_vector = None
         if cache.extras is not None:
             dextras = dxw[0] @ self.rnn.params["weight_ih_l0"][:, self.emb_size:]
             dctx, dfeed_prev, dcontext_vector = self.split_extras(dextras)
             if dctx is not None:                                        # bahdanau: the query was h_t-1
+                if dctx_out is not None:
+                    dctx = dctx + dctx_out                              # ctx_t fed the cell and the output
                 dstate_prev[0][-1] += self.attention.backward(dctx, cache.attention, memory, dmemory, dprojected)
         return dxw, dgh, dfeed_prev, dcontext_vector, dstate_prev
 
