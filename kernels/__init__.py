@@ -8,10 +8,13 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
 (tests/test_kernels.py).
 
     rnn.py        direction_forward/backward: a layer's whole time loop (RNN, LSTM, GRU, masks
-                  included) in one Numba call each way; lstm_step_forward/backward,
-                  gru_step_forward/backward: the gate maths of one step fused (the decoder's steps)
-    decoder.py    steps_forward/backward: the decoder's whole time loop under teacher forcing (one layer,
-                  GRU or LSTM, Bahdanau attention) in one Numba call each way
+                  included) in one Numba call each way, a row's gate maths in one pass (lstm_row,
+                  gru_row and their backward, shared with decoder.py); lstm_step_forward/backward,
+                  gru_step_forward/backward: one step's gate maths (scheduled sampling's steps)
+    decoder.py    steps_forward/backward: the decoder's whole time loop under teacher forcing (GRU or
+                  LSTM, any number of layers, Bahdanau attention with or without the attentional
+                  output, or Luong's dot or general with or without input feeding; context feeding,
+                  dropout) in one Numba call each way; decode_step: the same loop one step long
     blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
     loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel

@@ -146,21 +146,17 @@ def gru_step_forward(xw, h, W_hh, b_hh):
 
 
 @numba.njit(cache=True)
-def _gru_backward(dh_next, h, r, z, n, gh_n, dxw, dgh, dh_direct):
+def _gru_backward(dh_next, h, r, z, n, gh_n, dxw, dgh, dh_direct, one):
+    """The step's gate backward, row by row: ``gru_row_backward`` (below, the whole-sequence kernels') on
+    each row's [r, z, n], with the gradient dh_next reaching h' and dh_direct <- its direct path d z."""
     hidden = h.shape[1]
+    g = numpy.empty(3 * hidden, dtype=h.dtype)
     for row in range(h.shape[0]):
-        for j in range(hidden):
-            d, rr, zz, nn = dh_next[row, j], r[row, j], z[row, j], n[row, j]
-            da_n = d * (1 - zz) * (1 - nn * nn)
-            da_r = da_n * gh_n[row, j] * rr * (1 - rr)
-            da_z = d * (h[row, j] - nn) * zz * (1 - zz)
-            dxw[row, j] = da_r
-            dxw[row, hidden + j] = da_z
-            dxw[row, 2 * hidden + j] = da_n
-            dgh[row, j] = da_r
-            dgh[row, hidden + j] = da_z
-            dgh[row, 2 * hidden + j] = da_n * rr
-            dh_direct[row, j] = d * zz
+        g[:hidden] = r[row]
+        g[hidden:2 * hidden] = z[row]
+        g[2 * hidden:] = n[row]
+        dh_direct[row] = 0
+        gru_row_backward(dh_next[row], dh_direct[row], g, gh_n[row], h[row], dxw[row], dgh[row], one)
 
 
 def gru_step_backward(dh_next, cache):
@@ -169,7 +165,7 @@ def gru_step_backward(dh_next, cache):
     dxw = numpy.empty((batch, 3 * hidden), dtype=cache.h.dtype)
     dgh = numpy.empty_like(dxw)
     dh = numpy.empty_like(cache.h)
-    _gru_backward(dh_next, cache.h, cache.r, cache.z, cache.n, cache.gh_n, dxw, dgh, dh)
+    _gru_backward(dh_next, cache.h, cache.r, cache.z, cache.n, cache.gh_n, dxw, dgh, dh, cache.h.dtype.type(1))
     dh += dgh @ cache.W_hh
     return dxw, dgh, dh
 
