@@ -8,7 +8,7 @@ command line runs the small fixed sizes in ``CATALOGUE``, on the reference path 
 import numpy
 
 from . import backend, gradcheck, loss
-from .nn import layers, rnn
+from .nn import layer_norm, layers, multihead, rnn
 
 F64 = "float64"
 
@@ -153,6 +153,63 @@ def recurrent_problem(cell="lstm", num_layers=1, bidirectional=False, lengths=(4
                                     h=h)
 
 
+def layer_norm_problem(lead=(3, 2), size=5, seed=0):
+    """LayerNorm with a weight and bias away from 1 and 0 (with w = 1 and dout = 1 the true dx is 0)."""
+    rng = numpy.random.default_rng(seed)
+    layer = layer_norm.LayerNorm(size, dtype=F64, seed=seed)
+    layer.params["weight"][...] = backend.asarray(1.0 + 0.5 * rng.standard_normal(size))
+    layer.params["bias"][...] = backend.asarray(rng.standard_normal(size))
+    return gradcheck.function_problem(layer.forward, layer.backward, {"x": _normal(rng, (*lead, size))},
+                                      module=layer, seed=seed)
+
+
+def padding_mask(lengths, steps):
+    """(B, S) True at the padded positions of sequences of ``lengths``: PyTorch's key_padding_mask."""
+    return backend.asarray(numpy.arange(steps)[None, :] >= numpy.asarray(lengths)[:, None])
+
+
+def scaled_dot_product_problem(steps=4, source=5, batch=2, heads=2, size=3, lengths=(5, 2), causal=True, seed=0):
+    """q, k, v of two heads; padded keys and (with causal, T <= S) the future masked."""
+    rng = numpy.random.default_rng(seed)
+    xp = backend.xp()
+    mask = multihead.attention_mask(padding_mask(lengths, source), causal, steps, source, batch, xp)
+    return gradcheck.function_problem(
+        lambda q, k, v: multihead.scaled_dot_product_forward(q, k, v, mask), multihead.scaled_dot_product_backward,
+        {"q": _normal(rng, (batch, heads, steps, size)), "k": _normal(rng, (batch, heads, source, size)),
+         "v": _normal(rng, (batch, heads, source, size))}, seed=seed)
+
+
+def multihead_problem(steps=4, source=5, batch=3, embed=6, heads=2, self_attention=True, causal=False,
+                      lengths=(4, 2, 3), seed=0):
+    """MultiHeadAttention over a padded batch (key_padding_mask), self-attention (query = key = value: their
+    gradients add) or attention over another sequence; biases drawn away from PyTorch's zeros."""
+    rng = numpy.random.default_rng(seed)
+    attention = multihead.MultiHeadAttention(embed, heads, dtype=F64, seed=seed)
+    for name in ("in_proj_bias", "out_proj.bias"):
+        attention.params[name][...] = backend.asarray(0.3 * rng.standard_normal(attention.params[name].shape))
+    keys = steps if self_attention else source
+    mask = padding_mask(lengths, keys)
+    if self_attention:
+        def forward(x):
+            out, _, cache = attention.forward(x, x, x, mask, causal)
+            return out, cache
+
+        def backward(dout, cache):
+            dquery, dkey, dvalue = attention.backward(dout, cache)
+            return dquery + dkey + dvalue                               # x was all three
+        inputs = {"x": _normal(rng, (steps, batch, embed))}
+    else:
+        def forward(query, memory):
+            out, _, cache = attention.forward(query, memory, memory, mask, causal)
+            return out, cache
+
+        def backward(dout, cache):
+            dquery, dkey, dvalue = attention.backward(dout, cache)
+            return dquery, dkey + dvalue                                # the memory was key and value
+        inputs = {"query": _normal(rng, (steps, batch, embed)), "memory": _normal(rng, (source, batch, embed))}
+    return gradcheck.function_problem(forward, backward, inputs, module=attention, seed=seed)
+
+
 def unit_scale(module, seed):
     """Redraw every parameter N(0, 1), so that no tensor's gradient is too small to tell from
     finite-difference rounding noise (PyTorch-default scales leave some attention gradients at 1e-5)."""
@@ -174,7 +231,7 @@ def random_batch(rng, src_lengths, tgt_lengths, src_vocab, tgt_vocab):
 def seq2seq_problem(cell="gru", attention="bahdanau", bidirectional=False, input_feeding=False,
                   context_feeding=False, teacher_forcing=1.0, num_layers=1, dropout=0.0, reverse_source=False,
                   label_smoothing=0.0, bridge="final", src_lengths=(3, 1, 4), tgt_lengths=(2, 3, 1),
-                  emb_size=3, hidden_size=4, seed=0, max_elements=None):
+                  emb_size=3, hidden_size=4, seed=0, max_elements=None, attentional_output=False):
     """Every parameter of a whole model through ``loss_and_grads`` (mean cross-entropy per token).
 
     With teacher_forcing < 1 the sampled schedule is fixed: the generator restarts at each call,
@@ -187,7 +244,7 @@ def seq2seq_problem(cell="gru", attention="bahdanau", bidirectional=False, input
                     num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
                     teacher_forcing=teacher_forcing, dtype=F64, seed=seed, bridge=bridge,
                     input_feeding=input_feeding, context_feeding=context_feeding, reverse_source=reverse_source,
-                    label_smoothing=label_smoothing)
+                    label_smoothing=label_smoothing, attentional_output=attentional_output)
     unit_scale(model, seed)
     batch = random_batch(rng, src_lengths, tgt_lengths, 9, 8)
 
@@ -237,6 +294,10 @@ CATALOGUE = {
     "RNN relu (2 layers, bidirectional, padded)": lambda: recurrent_problem("rnn_relu", 2, True),
     "LSTM (2 layers, bidirectional, padded, dropout)": lambda: recurrent_problem("lstm", 2, True, dropout=0.3),
     "GRU (2 layers, bidirectional, padded, dropout)": lambda: recurrent_problem("gru", 2, True, dropout=0.3),
+    "LayerNorm (weight and bias not 1 and 0)": layer_norm_problem,
+    "scaled dot-product attention (key padding, causal)": scaled_dot_product_problem,
+    "multi-head self-attention (key padding, causal)": lambda: multihead_problem(causal=True),
+    "multi-head attention over a source (key padding)": lambda: multihead_problem(self_attention=False),
     "Bahdanau attention (Seq2Seq, GRU, bidirectional)":
         lambda: seq2seq_problem("gru", "bahdanau", bidirectional=True),
     "Luong dot attention (Seq2Seq, LSTM, input feeding)":
@@ -250,6 +311,11 @@ CATALOGUE = {
     "Seq2Seq GRU+Bahdanau, 2 layers, dropout, sampled schedule":
         lambda: seq2seq_problem("gru", "bahdanau", num_layers=2, dropout=0.3, teacher_forcing=0.5,
                               tgt_lengths=(4, 3, 5)),
+    "Seq2Seq GRU+Bahdanau, attentional output, context feeding":
+        lambda: seq2seq_problem("gru", "bahdanau", attentional_output=True, context_feeding=True, dropout=0.2),
+    "Seq2Seq LSTM+Bahdanau, attentional output, 2 layers, sampled":
+        lambda: seq2seq_problem("lstm", "bahdanau", attentional_output=True, num_layers=2, teacher_forcing=0.5,
+                              bidirectional=True, tgt_lengths=(4, 3, 5)),
     "Seq2Seq LSTM+Luong general, bidir, 2 layers, smoothing":
         lambda: seq2seq_problem("lstm", "luong-general", bidirectional=True, num_layers=2, input_feeding=True,
                               label_smoothing=0.1),
