@@ -283,3 +283,20 @@ def rank_pid(rank, marker):
                 and environ.get("PMI_RANK") == str(rank):
             return int(pid)
     return None
+
+
+def test_a_checkpoint_from_before_the_attentional_output_averages_with_one_that_says_false(tmp_path):
+    """A checkpoint written before attentional_output existed has no such key: it means False, and averages with
+    a model whose config says False (as the two seeds' runs of docs/results.md needed)."""
+    from minis2s import checkpoint
+    from minis2s.ensemble import average
+    paths = []
+    for seed, drop_key in ((1, True), (2, False)):
+        model = minis2s.Seq2Seq(9, 8, emb_size=3, hidden_size=4, seed=seed)
+        config = dict(model.config)
+        if drop_key:
+            config.pop("attentional_output")
+        paths.append(str(tmp_path / f"m{seed}.npz"))
+        checkpoint.save(paths[-1], model.state_dict(), {"model": config, "src_vocab": ["a"], "tgt_vocab": ["b"]})
+    average(paths, str(tmp_path / "avg.npz"))
+    assert (tmp_path / "avg.npz").exists()
