@@ -1,6 +1,6 @@
 """The walkthrough (docs/walkthrough.md), runnable: a tiny seq2seq model learns to reverse letters.
 
-    python docs/walkthrough.py                          the five parts, about half a minute on 2 cores
+    python docs/walkthrough.py                          the six parts, about a minute on 2 cores
     python docs/walkthrough.py --break-gradient         exercise 1: a wrong backward, caught by the check
     python docs/walkthrough.py --teacher-forcing 0.5    exercise 2: half the decoder inputs its own guesses
     python docs/walkthrough.py --beam 3                 exercise 3: beam search instead of greedy
@@ -118,6 +118,38 @@ def show_attention(model, corpus):
     return words, hypothesis.attention
 
 
+def train_transformer(corpus, epochs):
+    """Part 6: the same task without recurrence."""
+    model = minis2s.Transformer(len(corpus.src_vocab), len(corpus.tgt_vocab), d_model=32, num_heads=2,
+                                num_encoder_layers=1, num_decoder_layers=1, ff_size=64, dropout=0.0, seed=0)
+    print(f"Transformer, 1 + 1 layers, d 32, 2 heads, ff 64, pre-norm: {model.num_params():,} parameters")
+    config = TrainConfig(epochs=epochs, batch_size=16, lr=3e-3, warmup_steps=100, lr_schedule="noam", seed=0)
+    history = []
+    Trainer(model, corpus.train, corpus.valid, config, progress=False,
+            log=lambda line: history.append(line)).run()
+    for line in history[:: max(len(history) // 3, 1)] + history[-1:]:
+        print("  " + line)
+    return model
+
+
+def show_head(model, corpus, head=0):
+    """One head's weights over the source in the decoder's attention, for the model's own translation
+    (teacher forced on it: the same weights greedy decoding saw, all steps at once)."""
+    source = "a b c d e f"
+    ids = corpus.src_vocab.encode(corpus.src_tokenizer.tokenize(source))
+    output = greedy(model, [ids])[0].tokens
+    batch = data.collate([ids], [output])
+    _, cache = model.forward(batch, train=False)
+    layers, _ = cache.decoder
+    weights = backend.to_numpy(layers[-1].cross_attention.attention.weights)[0, head]     # (T, S)
+    words = corpus.tgt_vocab.decode(output) + ["<eos>"]
+    print(f"{source!r} -> {' '.join(words[:-1])!r}; head {head} of the decoder's attention over the source")
+    tokens = source.split() + ["<eos>"]
+    print("        " + " ".join(f"{t:>5}" for t in tokens))
+    for word, row in zip(words, weights):
+        print(f"  {word:>5} " + " ".join(f"{w:5.2f}" for w in row[:len(tokens)]))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=40)
@@ -125,6 +157,7 @@ def main(argv=None):
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--break-gradient", action="store_true")
     parser.add_argument("--check-only", action="store_true", help="stop after part 3")
+    parser.add_argument("--transformer-epochs", type=int, default=40, help="part 6 (0: skip it)")
     args = parser.parse_args(argv)
     dispatch.use_kernels(False)                          # the walkthrough reads the reference path
 
@@ -157,6 +190,13 @@ def main(argv=None):
 
     part("5. Looking at the attention")
     show_attention(model, corpus)
+
+    if args.transformer_epochs:
+        part("6. Attention without recurrence: a tiny Transformer")
+        model = train_transformer(corpus, args.transformer_epochs)
+        print(f"exact match (greedy): training {accuracy(model, corpus.train, 1):.1%}, "
+              f"held-out {accuracy(model, corpus.test, 1):.1%}")
+        show_head(model, corpus)
     return 0
 
 

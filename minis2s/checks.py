@@ -8,7 +8,7 @@ command line runs the small fixed sizes in ``CATALOGUE``, on the reference path 
 import numpy
 
 from . import backend, gradcheck, loss
-from .nn import layer_norm, layers, multihead, rnn
+from .nn import layer_norm, layers, multihead, rnn, transformer
 
 F64 = "float64"
 
@@ -210,6 +210,92 @@ def multihead_problem(steps=4, source=5, batch=3, embed=6, heads=2, self_attenti
     return gradcheck.function_problem(forward, backward, inputs, module=attention, seed=seed)
 
 
+def _redraw_biases(module, rng):
+    """Biases and layer norms' weights drawn away from PyTorch's zeros and ones (with LN's weight 1 and bias
+    0 some gradients vanish by symmetry, and a wrong backward could hide there)."""
+    for name, value in module.params.items():
+        if name.endswith("bias"):
+            value[...] = backend.asarray(0.3 * rng.standard_normal(value.shape))
+        elif name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith("norm3.weight") \
+                or name.endswith("norm.weight"):
+            value[...] = backend.asarray(1.0 + 0.3 * rng.standard_normal(value.shape))
+
+
+def encoder_layer_problem(norm_first=False, dropout=0.2, steps=5, batch=3, d_model=6, heads=2, ff=7,
+                          lengths=(5, 2, 4), seed=0):
+    """TransformerEncoderLayer over a padded batch, its dropout masks fixed (the generator restarts each call)."""
+    rng = numpy.random.default_rng(seed)
+    layer = transformer.TransformerEncoderLayer(d_model, heads, ff, dropout, norm_first, dtype=F64, seed=seed)
+    _redraw_biases(layer, rng)
+    mask = padding_mask(lengths, steps)
+
+    def forward(x):
+        layer.reseed(seed)
+        return layer.forward(x, mask, train=True)
+    return gradcheck.function_problem(forward, layer.backward, {"x": _normal(rng, (steps, batch, d_model))},
+                                      module=layer, seed=seed)
+
+
+def decoder_layer_problem(norm_first=True, dropout=0.2, steps=4, source=5, batch=3, d_model=6, heads=2, ff=7,
+                          tgt_lengths=(4, 1, 3), src_lengths=(5, 2, 3), seed=0):
+    """TransformerDecoderLayer: causal self-attention with the target's padding, attention over a padded
+    memory, the feed-forward block; dropout masks fixed."""
+    rng = numpy.random.default_rng(seed)
+    layer = transformer.TransformerDecoderLayer(d_model, heads, ff, dropout, norm_first, dtype=F64, seed=seed)
+    _redraw_biases(layer, rng)
+    tgt_mask, src_mask = padding_mask(tgt_lengths, steps), padding_mask(src_lengths, source)
+
+    def forward(y, memory):
+        layer.reseed(seed)
+        return layer.forward(y, memory, tgt_mask, src_mask, train=True)
+    return gradcheck.function_problem(forward, layer.backward, {"y": _normal(rng, (steps, batch, d_model)),
+                                                                "memory": _normal(rng, (source, batch, d_model))},
+                                      module=layer, seed=seed)
+
+
+def transformer_input_problem(positional="learned", steps=4, batch=3, vocab=7, d_model=6, dropout=0.2, seed=0):
+    """sqrt(E) E[tokens] + P, then dropout: the embedding's (and the learned positions') gradients."""
+    rng = numpy.random.default_rng(seed)
+    layer = transformer.TransformerInput(vocab, d_model, 0, positional, 16, dropout, dtype=F64, seed=seed)
+    tokens = backend.asarray(rng.integers(1, vocab, size=(steps, batch)))         # <pad> (0) learns nothing
+
+    def forward(ids):
+        layer.reseed(seed)
+        return layer.forward(ids, 2, train=True)                       # positions 2.., as a decoding step's
+
+    def backward(dout, cache):
+        layer.backward(dout, cache)
+        return (None,)
+    return gradcheck.function_problem(forward, backward, {"ids": tokens}, module=layer, seed=seed)
+
+
+def transformer_problem(norm_first=True, tie_embeddings=False, positional="sinusoidal", dropout=0.0,
+                        label_smoothing=0.0, num_layers=2, src_lengths=(3, 1, 4), tgt_lengths=(2, 3, 1), seed=0,
+                        max_elements=None):
+    """Every parameter of a whole Transformer through ``loss_and_grads``, on a padded batch."""
+    from .loss import cross_entropy
+    from .transformer import Transformer
+    rng = numpy.random.default_rng(seed)
+    model = Transformer(9, 8, d_model=6, num_heads=2, num_encoder_layers=num_layers, num_decoder_layers=num_layers,
+                        ff_size=7, dropout=dropout, norm_first=norm_first, positional=positional,
+                        tie_embeddings=tie_embeddings, label_smoothing=label_smoothing, dtype=F64, seed=seed,
+                        max_len=16)
+    _redraw_biases(model, rng)
+    batch = random_batch(rng, src_lengths, tgt_lengths, 9, 8)
+
+    def objective():
+        model.reseed(seed)
+        logits, _ = model.forward(batch, train=True)
+        return cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=label_smoothing)[0]
+
+    def analytic():
+        model.reseed(seed)
+        model.loss_and_grads(batch)
+        return {name: grad.copy() for name, grad in model.grads.items()}
+
+    return gradcheck.Problem(objective, model.params, analytic, max_elements, 1e-5, seed)
+
+
 def unit_scale(module, seed):
     """Redraw every parameter N(0, 1), so that no tensor's gradient is too small to tell from
     finite-difference rounding noise (PyTorch-default scales leave some attention gradients at 1e-5)."""
@@ -298,6 +384,16 @@ CATALOGUE = {
     "scaled dot-product attention (key padding, causal)": scaled_dot_product_problem,
     "multi-head self-attention (key padding, causal)": lambda: multihead_problem(causal=True),
     "multi-head attention over a source (key padding)": lambda: multihead_problem(self_attention=False),
+    "Transformer input (embedding x sqrt(E) + learned positions, dropout)": transformer_input_problem,
+    "Transformer encoder layer (post-norm, key padding, dropout)": encoder_layer_problem,
+    "Transformer encoder layer (pre-norm, key padding)": lambda: encoder_layer_problem(True, 0.0),
+    "Transformer decoder layer (pre-norm, causal, both paddings, dropout)": decoder_layer_problem,
+    "Transformer decoder layer (post-norm, causal, both paddings)": lambda: decoder_layer_problem(False, 0.0),
+    "Transformer (pre-norm, untied, sinusoidal, padded, dropout)": lambda: transformer_problem(dropout=0.2),
+    "Transformer (pre-norm, tied embeddings, learned positions, smoothing)":
+        lambda: transformer_problem(tie_embeddings=True, positional="learned", label_smoothing=0.1),
+    "Transformer (post-norm, tied embeddings, padded, dropout)":
+        lambda: transformer_problem(norm_first=False, tie_embeddings=True, dropout=0.2),
     "Bahdanau attention (Seq2Seq, GRU, bidirectional)":
         lambda: seq2seq_problem("gru", "bahdanau", bidirectional=True),
     "Luong dot attention (Seq2Seq, LSTM, input feeding)":

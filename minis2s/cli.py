@@ -94,14 +94,18 @@ def add_train(commands):
     data.add_argument("--split-seed", type=int, default=0,
                       help="chooses the train/valid/test split, independent of --seed: runs with different seeds "
                            "on one data file share their test set and vocabularies (so they average and ensemble)")
-    model = parser.add_argument_group("model (Seq2Seq's constructor, in kebab case)")
+    model = parser.add_argument_group("model (Seq2Seq's or Transformer's constructor, in kebab case)")
+    model.add_argument("--arch", choices=("rnn", "transformer"), default="rnn",
+                       help="a recurrent encoder-decoder (Seq2Seq, the options below up to --label-smoothing) or a "
+                            "Transformer (its options in the next group)")
     model.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="gru")
     model.add_argument("--attention", choices=("none", "bahdanau", "luong-dot", "luong-general"), default="bahdanau")
     model.add_argument("--emb-size", type=_positive(int), default=256)
     model.add_argument("--hidden-size", type=_positive(int), default=256)
-    model.add_argument("--num-layers", type=_positive(int), default=1)
+    model.add_argument("--num-layers", type=_positive(int), default=None,
+                       help="layers of the encoder and of the decoder (default: 1; a Transformer: 3 each)")
     model.add_argument("--bidirectional", action="store_true")
-    model.add_argument("--dropout", type=float, default=0.0)
+    model.add_argument("--dropout", type=float, default=None, help="default 0; a Transformer: 0.1")
     model.add_argument("--teacher-forcing", type=float, default=1.0, help="probability of feeding the reference token")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     model.add_argument("--bridge", choices=("final", "zeros"), default="final")
@@ -113,19 +117,34 @@ def add_train(commands):
     model.add_argument("--context-feeding", action="store_true", help="feed the context vector at every step")
     model.add_argument("--reverse-source", action="store_true", help="reverse the source (Sutskever et al. 2014)")
     model.add_argument("--label-smoothing", type=float, default=0.0)
+    transformer = parser.add_argument_group("the Transformer (--arch transformer)")
+    transformer.add_argument("--d-model", type=_positive(int), default=256, help="the residual stream's size E")
+    transformer.add_argument("--num-heads", type=_positive(int), default=4)
+    transformer.add_argument("--ff-size", type=_positive(int), default=1024, help="the feed-forward block's size")
+    transformer.add_argument("--norm", choices=("pre", "post"), default="pre",
+                             help="layer norm before each sublayer (pre, trains without a long warm-up) or after the "
+                                  "residual sum (post, the 2017 paper's)")
+    transformer.add_argument("--positional", choices=("sinusoidal", "learned"), default="sinusoidal")
+    transformer.add_argument("--tie-embeddings", action="store_true",
+                             help="the output layer is the target embedding's table (its two gradients add)")
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=_positive(int), default=30)
     training.add_argument("--batch-size", type=_positive(int), default=64,
                           help="the global batch: under mpiexec -n R each rank computes a share of it")
     training.add_argument("--accumulate", type=_positive(int), default=1,
                           help="one optimiser step per N batches, the loss a mean over all their target tokens")
-    training.add_argument("--lr", type=_positive(float), default=1e-3)
+    training.add_argument("--lr", type=_positive(float), default=None,
+                          help="the learning rate; with --lr-schedule noam its peak (default 1e-3)")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     training.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
     training.add_argument("--weight-decay", type=float, default=0.0)
     training.add_argument("--clip", type=float, default=1.0, help="global gradient-norm limit (0: off)")
-    training.add_argument("--warmup-steps", type=int, default=0)
+    training.add_argument("--warmup-steps", type=int, default=None,
+                          help="linear warm-up over N steps (default 0; a Transformer: %d)" % TRANSFORMER_WARMUP)
+    training.add_argument("--lr-schedule", choices=("constant", "noam"), default=None,
+                          help="constant after the warm-up, or noam: lr min(step / w, sqrt(w / step)), the peak "
+                               "--lr at step w = --warmup-steps (default constant; a Transformer: noam)")
     training.add_argument("--decay-every", type=int, default=0, help="halve (--decay-gamma) the lr every N epochs")
     training.add_argument("--decay-gamma", type=float, default=0.5)
     training.add_argument("--plateau-patience", type=int, default=0, help="reduce the lr after N epochs w/o progress")
@@ -155,6 +174,46 @@ def add_train(commands):
     return parser
 
 
+TRANSFORMER_WARMUP = 1000
+ARCH_DEFAULTS = {               # the flags whose default depends on --arch
+    "rnn": dict(num_layers=1, dropout=0.0, lr=1e-3, warmup_steps=0, lr_schedule="constant"),
+    "transformer": dict(num_layers=3, dropout=0.1, lr=1e-3, warmup_steps=TRANSFORMER_WARMUP, lr_schedule="noam"),
+}
+
+
+def _arch_defaults(args):
+    """Fill the flags left unset with their architecture's default (in place; config.toml records them)."""
+    for key, value in ARCH_DEFAULTS[args.arch].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def _build_model(args, src_vocab_size, tgt_vocab_size):
+    if args.arch == "transformer":
+        from .transformer import Transformer
+        return Transformer(src_vocab_size, tgt_vocab_size, d_model=args.d_model, num_heads=args.num_heads,
+                           num_encoder_layers=args.num_layers, num_decoder_layers=args.num_layers,
+                           ff_size=args.ff_size, dropout=args.dropout, norm_first=args.norm == "pre",
+                           positional=args.positional, tie_embeddings=args.tie_embeddings,
+                           label_smoothing=args.label_smoothing, dtype=args.dtype, seed=args.seed,
+                           max_len=max(512, 2 * args.max_len + 16))
+    from .model import Seq2Seq
+    return Seq2Seq(src_vocab_size, tgt_vocab_size, cell=args.cell, attention=args.attention,
+                   emb_size=args.emb_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                   bidirectional=args.bidirectional, dropout=args.dropout, teacher_forcing=args.teacher_forcing,
+                   dtype=args.dtype, seed=args.seed, bridge=args.bridge, input_feeding=args.input_feeding,
+                   context_feeding=args.context_feeding, reverse_source=args.reverse_source,
+                   label_smoothing=args.label_smoothing, attentional_output=args.attentional_output)
+
+
+def _describe(args, model):
+    if args.arch == "transformer":
+        return (f"Transformer {args.num_layers} + {args.num_layers} layers, d {args.d_model}, {args.num_heads} heads, "
+                f"ff {args.ff_size}, {args.norm}-norm")
+    return f"{args.cell} + {args.attention} attention"
+
+
 def _load_text_pairs(spec):
     from . import datasets
     from .data import DataError, read_pairs
@@ -171,7 +230,6 @@ def _load_text_pairs(spec):
 def cmd_train(args):
     from . import data, metrics
     from .decode import greedy
-    from .model import Seq2Seq
     from .train import Trainer, TrainConfig
     from .translator import Translator
     from .parallel import from_environment
@@ -188,6 +246,7 @@ def cmd_train(args):
         saved = dict(meta["cli"])
         saved.setdefault("split_seed", saved.get("seed", 0))      # runs saved before --split-seed split by --seed
         saved.setdefault("attentional_output", False)             # and had no attentional output
+        saved.setdefault("arch", "rnn")                           # nor a Transformer
         for key, value in saved.items():              # the run continues with its own settings
             if key not in ("resume", "no_progress", "plot", "backend", "epochs", "time_limit"):
                 options[key] = value
@@ -195,6 +254,7 @@ def cmd_train(args):
     elif os.path.exists(last):
         raise UsageError(f"--out {args.out}: a run is already saved there (use --resume, or another --out)")
 
+    _arch_defaults(args)
     started = time.perf_counter()
     pairs = _load_text_pairs(args.data)
     corpus = data.prepare(pairs, args.src_tokenizer, args.tgt_tokenizer, not args.no_lowercase, args.max_len,
@@ -204,19 +264,15 @@ def cmd_train(args):
     say(f"data: {args.data or DEFAULT_DATA}: {len(corpus.train):,} training, {len(corpus.valid):,} validation, "
           f"{len(corpus.test):,} test pairs; vocabularies {len(corpus.src_vocab):,} / {len(corpus.tgt_vocab):,}"
           f"{pieces}", flush=True)
-    model = Seq2Seq(len(corpus.src_vocab), len(corpus.tgt_vocab), cell=args.cell, attention=args.attention,
-                    emb_size=args.emb_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                    bidirectional=args.bidirectional, dropout=args.dropout, teacher_forcing=args.teacher_forcing,
-                    dtype=args.dtype, seed=args.seed, bridge=args.bridge, input_feeding=args.input_feeding,
-                    context_feeding=args.context_feeding, reverse_source=args.reverse_source,
-                    label_smoothing=args.label_smoothing, attentional_output=args.attentional_output)
+    model = _build_model(args, len(corpus.src_vocab), len(corpus.tgt_vocab))
     translator = Translator(model, corpus.src_vocab, corpus.tgt_vocab, corpus.src_tokenizer, corpus.tgt_tokenizer)
     ranks = f", {comm.size} processes (data parallel)" if comm.size > 1 else ""
-    say(f"model: {args.cell} + {args.attention} attention, {model.num_params():,} parameters, "
+    say(f"model: {_describe(args, model)}, {model.num_params():,} parameters, "
         f"backend {backend.name()}{ranks}", flush=True)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                          momentum=args.momentum, weight_decay=args.weight_decay, clip=args.clip,
-                         warmup_steps=args.warmup_steps, decay_every=args.decay_every, decay_gamma=args.decay_gamma,
+                         warmup_steps=args.warmup_steps, lr_schedule=args.lr_schedule,
+                         decay_every=args.decay_every, decay_gamma=args.decay_gamma,
                          plateau_patience=args.plateau_patience, early_stopping=args.early_stopping,
                          schedule=args.schedule, schedule_k=args.schedule_k, seed=args.seed,
                          time_limit=args.time_limit, checkpoint_every=args.checkpoint_every,

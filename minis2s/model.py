@@ -34,6 +34,7 @@ from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_
                         log_softmax_forward, tanh_backward)
 from .nn.module import Module
 from .nn.rnn import Recurrent, reverse_index, reverse_time
+from .transformer import Transformer
 
 CELL_NAMES = {"rnn": "rnn_tanh", "lstm": "lstm", "gru": "gru"}
 ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general")
@@ -398,6 +399,15 @@ class Seq2Seq(Module):
         output, state, feed, weights = decode_step(self.decoder, xw_emb, state, feed, encoded)
         logits, _ = self.decoder.out.forward(output)
         return log_softmax_forward(logits), state, feed, weights
+
+
+def build(config):
+    """The model a checkpoint's ``model`` config describes: a Transformer when its ``arch`` says so, else a
+    Seq2Seq (checkpoints written before the Transformer have no ``arch``)."""
+    config = dict(config)
+    if config.pop("arch", "rnn") == "transformer":
+        return Transformer(**config)
+    return Seq2Seq(**config)
 
 
 def best_output(scores):

@@ -157,20 +157,29 @@ class Schedule:
     """Sets ``optimizer.lr`` from a base rate: warm-up by step, then step decay or reduce-on-plateau by epoch.
 
     warmup_steps w:      lr = base * min(1, step / w)                   (linear warm-up)
+    kind "noam":         lr = base * min(step / w, sqrt(w / step))      (Vaswani et al. 2017: warm-up, then
+                         1/sqrt(step); their lr = d^-0.5 min(step^-0.5, step w^-1.5) is this with
+                         base = (d w)^-0.5, the peak, reached at step w: here ``--lr`` names the peak)
     decay_every k, gamma: lr = base * gamma ** (epoch // k)             (step decay)
     plateau_patience n:  lr *= factor when the validation loss has not improved by more than
                          ``threshold`` (relative) for n epochs in a row (reduce-on-plateau), never below min_lr
     """
 
     def __init__(self, optimizer, warmup_steps=0, decay_every=0, gamma=0.5, plateau_patience=0, factor=0.5,
-                 threshold=1e-4, min_lr=0.0):
-        self.optimizer, self.base = optimizer, optimizer.lr
+                 threshold=1e-4, min_lr=0.0, kind="constant"):
+        if kind not in ("constant", "noam"):
+            raise ValueError(f"the learning-rate schedule must be 'constant' or 'noam', got {kind!r}")
+        if kind == "noam" and warmup_steps < 1:
+            raise ValueError(f"the noam schedule needs --warmup-steps >= 1, got {warmup_steps}")
+        self.optimizer, self.base, self.kind = optimizer, optimizer.lr, kind
         self.warmup_steps, self.decay_every, self.gamma = warmup_steps, decay_every, gamma
         self.plateau_patience, self.factor, self.threshold, self.min_lr = plateau_patience, factor, threshold, min_lr
         self.plateau_scale, self.best, self.bad_epochs, self.epoch = 1.0, math.inf, 0, 0
 
     def rate(self, step):
         warm = min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.kind == "noam":
+            warm = min(step / self.warmup_steps, (self.warmup_steps / max(step, 1)) ** 0.5)
         decay = self.gamma ** (self.epoch // self.decay_every) if self.decay_every else 1.0
         return max(self.base * warm * decay * self.plateau_scale, self.min_lr)
 

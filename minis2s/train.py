@@ -52,6 +52,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     clip: float = 1.0                   # global gradient-norm limit; 0 turns clipping off
     warmup_steps: int = 0
+    lr_schedule: str = "constant"       # constant (with the linear warm-up) | noam (warm-up, then 1/sqrt(step))
     decay_every: int = 0                # epochs between learning-rate step decays; 0: none
     decay_gamma: float = 0.5
     plateau_patience: int = 0           # reduce-on-plateau after this many epochs without improvement; 0: off
@@ -184,7 +185,7 @@ class Trainer:
         else:
             self.optimizer = Adam(model.params, model.grads, lr=config.lr, weight_decay=config.weight_decay)
         self.schedule = Schedule(self.optimizer, config.warmup_steps, config.decay_every, config.decay_gamma,
-                                 config.plateau_patience)
+                                 config.plateau_patience, kind=config.lr_schedule)
         self.base_ratio = model.teacher_forcing
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.history, self.step_losses, self.pending_losses = [], [], []

@@ -9,7 +9,7 @@ from . import backend, checkpoint, metrics
 from .data import Vocab, collate, tokenizer_from_dict
 from .decode import beam_search, sample
 from .ensemble import Ensemble, same_vocabularies
-from .model import Seq2Seq
+from .model import build
 
 
 class Translator:
@@ -36,7 +36,7 @@ class Translator:
             config = dict(meta["model"])
             if dtype:
                 config["dtype"] = dtype
-            model = Seq2Seq(**config)
+            model = build(config)
             model.load_state_dict(params, where=path)
             models.append(model)
             metas.append(meta)

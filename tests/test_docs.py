@@ -12,7 +12,7 @@ from minis2s.loss import cross_entropy
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 DERIVATIONS = ("lstm", "gru", "bptt-and-masking", "attention", "cross-entropy", "beam-search", "initialisation",
-               "layer-norm", "multi-head-attention")
+               "layer-norm", "multi-head-attention", "transformer")
 sys.path.insert(0, str(DOCS))
 import relink  # noqa: E402
 

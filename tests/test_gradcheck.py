@@ -17,11 +17,12 @@ import numpy
 import pytest
 
 import minis2s
-from minis2s import checks, gradcheck, loss, model
-from minis2s.nn import attention, decoder, layer_norm, layers, module, multihead, rnn, rnn_cells
+from minis2s import checks, gradcheck, loss, model, transformer as transformer_model
+from minis2s.nn import attention, decoder, layer_norm, layers, module, multihead, rnn, rnn_cells, transformer
 
 FACTOR = 1.001
-MODULES = (layers, rnn_cells, rnn, attention, decoder, model, loss, layer_norm, multihead)
+MODULES = (layers, rnn_cells, rnn, attention, decoder, model, loss, layer_norm, multihead, transformer,
+           transformer_model)
 EXTRA = [(loss, "softmax_cross_entropy"),          # returns (loss, dlogits): the gradient is its second result
          (loss, "projected_cross_entropy"),        # returns (loss, doutputs); adds dW, db of the projection
          (rnn.Recurrent, "stack_weight_grads"),    # adds the decoder stack's weight gradients

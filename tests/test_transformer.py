@@ -156,3 +156,217 @@ def test_multihead_attention_equals_pytorchs(on_numpy, self_attention, causal):
     for name, tensor in (("in_proj_weight", theirs.in_proj_weight), ("in_proj_bias", theirs.in_proj_bias),
                          ("out_proj.weight", theirs.out_proj.weight), ("out_proj.bias", theirs.out_proj.bias)):
         assert _relative(ours.grads[name], tensor.grad.numpy()) <= 1e-9, name
+
+
+# ----------------------------------------------------------------------------- the layers and the model
+
+@pytest.mark.parametrize("norm_first,dropout", [(False, 0.2), (True, 0.0), (True, 0.2)])
+def test_encoder_layer_gradients(xp, norm_first, dropout):
+    assert_checked(gradcheck.check(checks.encoder_layer_problem(norm_first, dropout)))
+
+
+@pytest.mark.parametrize("norm_first,dropout", [(True, 0.2), (False, 0.0), (False, 0.2)])
+def test_decoder_layer_gradients(xp, norm_first, dropout):
+    assert_checked(gradcheck.check(checks.decoder_layer_problem(norm_first, dropout)))
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+def test_transformer_input_gradients(xp, positional):
+    assert_checked(gradcheck.check(checks.transformer_input_problem(positional)))
+
+
+@pytest.mark.parametrize("norm_first,tie,positional,dropout,smoothing", [
+    (True, False, "sinusoidal", 0.2, 0.0), (True, True, "learned", 0.0, 0.1),
+    (False, True, "sinusoidal", 0.2, 0.0), (False, False, "learned", 0.0, 0.1)])
+def test_whole_transformer_gradients(xp, norm_first, tie, positional, dropout, smoothing):
+    """Every parameter through loss_and_grads on a padded batch: pre and post norm, tied and untied."""
+    assert_checked(gradcheck.check(checks.transformer_problem(norm_first, tie, positional, dropout, smoothing)))
+
+
+def test_tied_embeddings_share_one_matrix_whose_two_gradients_add(on_numpy):
+    """With tie_embeddings there is no out.weight: the projection reads the target embedding's table, and
+    that table's gradient is the embedding's scatter plus the projection's dlogits^T h."""
+    from minis2s.transformer import Transformer
+    model = Transformer(9, 8, d_model=6, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, ff_size=7,
+                        dropout=0.0, tie_embeddings=True, dtype="float64", seed=0)
+    assert "out.weight" not in model.params
+    batch = checks.random_batch(numpy.random.default_rng(0), (3, 2), (2, 3), 9, 8)
+    model.loss_and_grads(batch)
+    both = model.grads["tgt_input.embedding.weight"].copy()
+    logits, cache = model.forward(batch, train=False)
+    from minis2s.loss import cross_entropy
+    _, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths)
+    projection = dlogits.reshape(-1, 8).T @ cache.out.x.reshape(-1, 6)            # the output layer's share
+    assert numpy.abs(both - projection).max() > 1e-3                               # the embedding's share is there
+    untied = Transformer(9, 8, d_model=6, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, ff_size=7,
+                         dropout=0.0, tie_embeddings=False, dtype="float64", seed=0)
+    untied.load_state_dict({**{k: v for k, v in model.state_dict().items()},
+                            "out.weight": model.params["tgt_input.embedding.weight"]})
+    untied.loss_and_grads(batch)
+    numpy.testing.assert_allclose(both, untied.grads["tgt_input.embedding.weight"] + untied.grads["out.weight"],
+                                  rtol=1e-12, atol=1e-14)
+
+
+def _copy_into_torch(ours, theirs):
+    theirs.load_state_dict({name: _torch.from_numpy(numpy.array(value)) for name, value in ours.params.items()})
+
+
+@needs_torch
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_layer_equals_pytorchs(on_numpy, norm_first):
+    """torch.nn.TransformerEncoderLayer (ReLU, dropout 0, norm_first both ways) with the weights copied by
+    name: outputs at the real positions, the input's and every parameter's gradient within 1e-9."""
+    from minis2s.nn.transformer import TransformerEncoderLayer
+    rng = numpy.random.default_rng(6)
+    embed, heads, ff, steps, batch = 8, 2, 12, 6, 3
+    ours = TransformerEncoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first, dtype="float64", seed=1)
+    for value in ours.params.values():
+        value[...] = 0.5 * rng.standard_normal(value.shape)
+    theirs = _torch.nn.TransformerEncoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first,
+                                               dtype=_torch.float64)
+    _copy_into_torch(ours, theirs)
+    theirs.eval()
+    mask = checks.padding_mask([6, 3, 5], steps)
+    real = ~mask.T
+    x = rng.standard_normal((steps, batch, embed))
+    dout = rng.standard_normal((steps, batch, embed)) * real[..., None]
+    y, cache = ours.forward(x, mask)
+    dx = ours.backward(dout, cache)
+    xt = _torch.from_numpy(x.copy()).requires_grad_()
+    yt = theirs(xt, src_key_padding_mask=_torch.from_numpy(mask))
+    yt.backward(_torch.from_numpy(dout))
+    assert _relative(y[real], yt.detach().numpy()[real]) <= 1e-12
+    assert _relative(dx, xt.grad.numpy()) <= 1e-9
+    for name, tensor in theirs.named_parameters():
+        assert _relative(ours.grads[name], tensor.grad.numpy()) <= 1e-9, name
+
+
+@needs_torch
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_equals_pytorchs(on_numpy, norm_first):
+    """torch.nn.TransformerDecoderLayer with a causal tgt_mask and both key-padding masks."""
+    from minis2s.nn.transformer import TransformerDecoderLayer
+    rng = numpy.random.default_rng(7)
+    embed, heads, ff, steps, source, batch = 8, 2, 12, 5, 6, 3
+    ours = TransformerDecoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first, dtype="float64", seed=2)
+    for value in ours.params.values():
+        value[...] = 0.5 * rng.standard_normal(value.shape)
+    theirs = _torch.nn.TransformerDecoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first,
+                                               dtype=_torch.float64)
+    _copy_into_torch(ours, theirs)
+    theirs.eval()
+    tgt_mask, src_mask = checks.padding_mask([5, 2, 4], steps), checks.padding_mask([6, 3, 5], source)
+    real = ~tgt_mask.T
+    y0, memory = rng.standard_normal((steps, batch, embed)), rng.standard_normal((source, batch, embed))
+    dout = rng.standard_normal((steps, batch, embed)) * real[..., None]
+    out, cache = ours.forward(y0, memory, tgt_mask, src_mask)
+    dy, dmemory = ours.backward(dout, cache)
+    yt = _torch.from_numpy(y0.copy()).requires_grad_()
+    mt = _torch.from_numpy(memory.copy()).requires_grad_()
+    causal = _torch.triu(_torch.ones(steps, steps, dtype=_torch.bool), 1)
+    ot = theirs(yt, mt, tgt_mask=causal, tgt_key_padding_mask=_torch.from_numpy(tgt_mask),
+                memory_key_padding_mask=_torch.from_numpy(src_mask))
+    ot.backward(_torch.from_numpy(dout))
+    assert _relative(out[real], ot.detach().numpy()[real]) <= 1e-12
+    assert _relative(dy, yt.grad.numpy()) <= 1e-9
+    assert _relative(dmemory, mt.grad.numpy()) <= 1e-9
+    for name, tensor in theirs.named_parameters():
+        assert _relative(ours.grads[name], tensor.grad.numpy()) <= 1e-9, name
+
+
+def _tiny(norm_first=True, **options):
+    from minis2s.transformer import Transformer
+    return Transformer(9, 8, d_model=8, num_heads=2, num_encoder_layers=2, num_decoder_layers=2, ff_size=12,
+                       norm_first=norm_first, dtype="float64", seed=0, **options)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_incremental_decoding_equals_recomputing_the_whole_prefix(on_numpy, norm_first):
+    """step() with the kept keys and values gives, at every position, the log-probabilities of the whole
+    teacher-forced forward (which recomputes every position of the prefix), float64, 1e-12."""
+    from minis2s.data import collate
+    from minis2s.nn.layers import log_softmax_forward
+    rng = numpy.random.default_rng(8)
+    model = _tiny(norm_first, dropout=0.1)
+    batch = collate([rng.integers(4, 9, size=n).tolist() for n in (3, 1, 4)],
+                    [rng.integers(4, 8, size=6).tolist() for _ in range(3)])
+    full = log_softmax_forward(model.forward(batch, train=False)[0])            # (T, B, V)
+    encoded, state, feed = model.start(batch.src, batch.src_lengths)
+    for t in range(batch.tgt_in.shape[0]):
+        logp, state, feed, weights = model.step(batch.tgt_in[t], state, feed, encoded)
+        numpy.testing.assert_allclose(logp, full[t], rtol=1e-12, atol=1e-12)
+    assert state.past[0][0].shape == (3, 2, batch.tgt_in.shape[0], 4)           # (B, h, t, d) kept
+    numpy.testing.assert_allclose(weights.sum(axis=0), 1.0, atol=1e-12)         # (S, B) over the source
+    assert numpy.all(weights[batch.src_lengths[1]:, 1] == 0.0)                    # the padded source positions
+
+
+def test_beam_search_scores_are_the_models_log_probabilities(on_numpy):
+    """Beam search reorders the key/value cache along its back-pointers and drops finished sentences: every
+    n-best translation's score (length penalty off) is its log-probability, recomputed teacher forced."""
+    from minis2s.data import collate
+    from minis2s.decode import beam_search
+    model = _tiny(dropout=0.0)
+    sources = [[4, 5, 6], [7], [5, 5, 8, 4], [6, 7]]
+    results = beam_search(model, sources, beam_size=3, nbest=3, max_length=6, normalize="none")
+    for source, hypotheses in zip(sources, results):
+        assert len(hypotheses) == 3
+        batch = collate([source] * 3, [h.tokens for h in hypotheses])
+        numpy.testing.assert_allclose(model.sequence_logprobs(batch), [h.score for h in hypotheses], rtol=1e-10)
+
+
+def test_a_sentence_alone_equals_the_same_sentence_in_a_padded_transformer_batch(on_numpy):
+    """Each sentence's log-probability and the summed parameter gradients of a padded batch are the
+    sentences' alone (float64, 1e-12): padding changes nothing."""
+    from minis2s.data import collate
+    rng = numpy.random.default_rng(9)
+    model = _tiny(dropout=0.0)
+    sources = [rng.integers(4, 9, size=n).tolist() for n in (5, 2)]
+    targets = [rng.integers(4, 8, size=n).tolist() for n in (2, 4)]
+
+    def run(src, tgt):
+        batch = collate(src, tgt)
+        model.zero_grad()
+        logits, cache = model.forward(batch, train=True)
+        from minis2s.loss import cross_entropy
+        _, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, reduction="sum")
+        model.backward(dlogits, cache)
+        return model.sequence_logprobs(batch), {k: g.copy() for k, g in model.grads.items()}
+    both, grads = run(sources, targets)
+    first, second = run(sources[:1], targets[:1]), run(sources[1:], targets[1:])
+    numpy.testing.assert_allclose(both, [first[0][0], second[0][0]], rtol=1e-12)
+    for name, grad in grads.items():
+        numpy.testing.assert_allclose(grad, first[1][name] + second[1][name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_sinusoidal_positions_as_the_paper_writes_them(on_numpy):
+    from minis2s.nn.transformer import sinusoidal_positions
+    table = sinusoidal_positions(7, 6, numpy, numpy.float64)
+    pos, i = 5, 2                                                                # columns 2i and 2i + 1
+    assert table[pos, 2 * i] == pytest.approx(numpy.sin(pos / 10000 ** (2 * i / 6)), abs=1e-15)
+    assert table[pos, 2 * i + 1] == pytest.approx(numpy.cos(pos / 10000 ** (2 * i / 6)), abs=1e-15)
+    assert numpy.all(table[0, 0::2] == 0.0) and numpy.all(table[0, 1::2] == 1.0)
+
+
+def test_learned_positions_end_at_max_len_with_a_clear_error(on_numpy):
+    model = _tiny(positional="learned", max_len=4)
+    encoded, state, feed = model.start(numpy.array([[4], [5]]), numpy.array([2]))
+    for _ in range(4):
+        _, state, feed, _ = model.step(numpy.array([1]), state, feed, encoded)
+    with pytest.raises(ValueError, match="max_len 4"):
+        model.step(numpy.array([1]), state, feed, encoded)
+
+
+def test_the_noam_schedule_worked_by_hand():
+    """lr = peak min(step / w, sqrt(w / step)): w = 4, peak 1e-3: 2.5e-4 at step 1, the peak at 4, half of
+    it at step 16; Vaswani's d^-0.5 min(step^-0.5, step w^-1.5) is the same curve scaled."""
+    from minis2s.optim import SGD, Schedule
+    params = {"w": numpy.zeros(1)}
+    optimizer = SGD(params, {"w": numpy.zeros(1)}, lr=1e-3)
+    schedule = Schedule(optimizer, warmup_steps=4, kind="noam")
+    assert [schedule.rate(s) for s in (1, 4, 16)] == pytest.approx([2.5e-4, 1e-3, 5e-4])
+    d, w = 256, 4
+    vaswani = [d ** -0.5 * min(s ** -0.5, s * w ** -1.5) for s in (1, 2, 4, 9, 16)]
+    ours = [schedule.rate(s) for s in (1, 2, 4, 9, 16)]
+    assert numpy.allclose(numpy.array(ours) / numpy.array(vaswani), ours[0] / vaswani[0])
+    with pytest.raises(ValueError, match="warmup"):
+        Schedule(optimizer, warmup_steps=0, kind="noam")

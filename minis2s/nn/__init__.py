@@ -5,6 +5,9 @@ from .layers import Dropout, Embedding, Linear
 from .module import Module
 from .multihead import MultiHeadAttention
 from .rnn import GRU, LSTM, RNN
+from .transformer import (TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+                          TransformerEncoderLayer, TransformerInput)
 
 __all__ = ["Module", "Embedding", "Linear", "Dropout", "RNN", "LSTM", "GRU", "LayerNorm", "MultiHeadAttention",
-           "init"]
+           "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
+           "TransformerInput", "init"]

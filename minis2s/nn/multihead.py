@@ -160,3 +160,18 @@ class MultiHeadAttention(Module):
             inputs.append(linear_backward(join_heads(dpart), part_cache, weight, self.grads["in_proj_weight"][rows],
                                           self.grads["in_proj_bias"][rows]))
         return tuple(inputs)
+
+    # ------------------------------------------------------------------ decoding, no caches kept
+
+    def project(self, x, part):
+        """x (T, B, E) -> its queries (part 0), keys (1) or values (2), heads split: (B, h, T, d). Incremental
+        decoding keeps the keys and values of the positions decoded so far, and the source's, made once."""
+        weight, bias, _ = self._projection(part)
+        return split_heads(linear_forward(x, weight, bias)[0], self.num_heads)
+
+    def attend(self, q, k, v, mask=None):
+        """Projected heads q (B, h, T, d), k, v (B, h, S, d), mask (B, 1, T, S) or None -> out (T, B, E),
+        weights (B, h, T, S): the rest of ``forward``, with no dropout and no cache."""
+        ctx, attention = scaled_dot_product_forward(q, k, v, mask, train=False)
+        out, _ = linear_forward(join_heads(ctx), self.params["out_proj.weight"], self.params["out_proj.bias"])
+        return out, attention.weights
