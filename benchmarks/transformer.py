@@ -15,7 +15,9 @@ cross-entropy over the real target tokens, and Adam. The PyTorch side is what a 
 by name, and the two losses must agree (float32, 1e-5 relative) before anything is timed.
 
 A training step is forward + backward + the Adam update; target tokens/s = real target tokens / step
-time. The two sides take turns, an untimed step before each timed run; medians. Results go to
+time. The two sides take turns, an untimed step before each timed run; medians. Then greedy decoding,
+with each layer's keys and values kept and recomputing the whole prefix at every step (``Recomputing``),
+the same tokens both ways. Results go to
 benchmarks/results/transformer_bench.json and .md, with the machine named.
 """
 import argparse
@@ -91,6 +93,64 @@ def copy_weights(torch, ours, theirs):
     missing = set(theirs.state_dict()) - set(state) - {"positions"}
     assert not missing, missing
     theirs.load_state_dict({**theirs.state_dict(), **state})
+
+
+class Recomputing:
+    """A Transformer decoded without its key/value cache: each step runs the whole prefix through the
+    decoder again (what incremental decoding saves). The same interface as the model's."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def start(self, src, src_lengths):
+        encoded, _, _ = self.model.start(src, src_lengths)
+        return encoded, [], None
+
+    def repeat_encoded(self, encoded, rows):
+        return self.model.repeat_encoded(encoded, rows)
+
+    def select_state(self, state, feed, rows):
+        return [tokens[rows] for tokens in state], None
+
+    def step(self, tokens, state, feed, encoded):
+        from minis2s import backend
+        from minis2s.nn.layers import linear_forward, log_softmax_forward
+        model = self.model
+        prefix = state + [tokens]
+        y, _ = model.tgt_input.forward(backend.xp().stack(prefix), 0, train=False)          # (t, B, E)
+        h, (caches, _) = model.decoder.forward(y, encoded.memory, None, encoded.padding, train=False)
+        logits, _ = linear_forward(h[-1], model.output_weight)
+        weights = caches[-1].cross_attention.attention.weights[:, :, -1].mean(axis=1).T
+        return log_softmax_forward(logits), prefix, None, weights
+
+
+def decode_speed(config_name, repeats):
+    """Greedy decoding of the batch's sources, with the cache and recomputing the prefix: the same
+    tokens (checked), sentences/s, medians."""
+    from minis2s.decode import greedy
+    from minis2s.transformer import Transformer
+    config = CONFIGS[config_name]
+    model = Transformer(config["vocab"], config["vocab"], d_model=config["d_model"], num_heads=config["heads"],
+                        num_encoder_layers=config["layers"], num_decoder_layers=config["layers"],
+                        ff_size=config["ff"], dropout=0.0, seed=0)
+    batch = make_batch(config)
+    sources = [batch.src[:n - 1, b].tolist() for b, n in enumerate(batch.src_lengths)]      # without <eos>
+    length = config["length"]
+    cached = [h.tokens for h in greedy(model, sources, max_length=length)]
+    again = [h.tokens for h in greedy(Recomputing(model), sources, max_length=length)]
+    assert cached == again, "incremental decoding and recomputation disagree"
+    times = {"cache": [], "recompute": []}
+    for _ in range(repeats):
+        for name, decoder in (("cache", model), ("recompute", Recomputing(model))):
+            time.sleep(0.2)
+            started = time.perf_counter()
+            greedy(decoder, sources, max_length=length)
+            times[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    steps = max(len(tokens) for tokens in cached) + 1
+    return dict(config=config_name, sentences=len(sources), steps=steps,
+                cache_sent_s=len(sources) / medians["cache"], recompute_sent_s=len(sources) / medians["recompute"],
+                speedup=medians["recompute"] / medians["cache"])
 
 
 def measure(config_name, repeats, threads):
@@ -171,6 +231,7 @@ def main():
     import numpy as np
     import torch
     rows = [measure(name, args.repeats, args.threads) for name in args.configs]
+    decoding = [decode_speed(name, max(3, args.repeats // 2)) for name in args.configs]
     meta = dict(date=datetime.date.today().isoformat(), machine=machine(), threads=args.threads,
                 numpy=np.__version__, torch=torch.__version__, python=platform.python_version())
     lines = [f"# Transformer training: minis2s against torch.nn.Transformer ({meta['date']})", "",
@@ -182,11 +243,18 @@ def main():
         lines.append(f"| {row['config']} | {row['parameters']:,} | {row['target_tokens']:,} | "
                      f"{row['loss_minis2s']:.5f} / {row['loss_torch']:.5f} | {row['minis2s_tok_s']:,.0f} | "
                      f"{row['torch_tok_s']:,.0f} | {row['ratio']:.2f}x |")
+    lines += ["", "Greedy decoding of the batch's sources (untrained weights, at most `length` steps), the "
+              "same tokens both ways:", "",
+              "| config | sentences | steps | with the key/value cache (sent/s) | recomputing the prefix (sent/s) | "
+              "speed-up |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in decoding:
+        lines.append(f"| {row['config']} | {row['sentences']} | {row['steps']} | {row['cache_sent_s']:,.1f} | "
+                     f"{row['recompute_sent_s']:,.1f} | {row['speedup']:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "transformer_bench.json"), "w", encoding="utf-8") as stream:
-        json.dump(dict(meta, rows=rows), stream, indent=1)
+        json.dump(dict(meta, rows=rows, decoding=decoding), stream, indent=1)
     with open(os.path.join(args.out, "transformer_bench.md"), "w", encoding="utf-8") as stream:
         stream.write(text)
 

@@ -1,5 +1,6 @@
-"""log-softmax over the last axis: the fast twin of ``minis2s.nn.layers.log_softmax_forward``; and the
-twins of ``linear_forward`` and ``embedding_linear_forward``, for decoding.
+"""log-softmax over the last axis: the fast twin of ``minis2s.nn.layers.log_softmax_forward``; softmax and
+its backward (the Transformer's attention weights); and the twins of ``linear_forward`` and
+``embedding_linear_forward``, for decoding.
 
     log p_v = a_v - max a - log sum_v' exp(a_v' - max a)
 
@@ -60,6 +61,77 @@ def log_softmax_forward(a, axis=-1):
     run = _log_softmax_rows_parallel if rows.size >= PARALLEL_FROM else _log_softmax_rows
     run(rows, a.dtype.type(1), out)
     return out.reshape(a.shape)
+
+
+# fastmath without its "no infinities" (and "no NaNs") promises: a masked score is -inf, and the test for it
+# must not be compiled away
+_WITH_INFINITIES = dict(_KERNEL, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+
+
+@numba.njit(**_WITH_INFINITIES)
+def _softmax_row(row, one, result):
+    """softmax of one row; an entry of -inf (a masked position) gets exactly 0, as the reference's exp."""
+    zero = one - one
+    top = row[0]
+    for v in range(1, row.shape[0]):
+        top = max_of(top, row[v])
+    total = zero
+    for v in range(row.shape[0]):
+        e = exp_of(row[v] - top) if row[v] != -numpy.inf else zero
+        result[v] = e
+        total += e
+    inverse = one / total
+    for v in range(row.shape[0]):
+        result[v] *= inverse
+
+
+@numba.njit(parallel=True, **_WITH_INFINITIES)
+def _softmax_rows(a, one, out, parts):
+    rows = a.shape[0]
+    for p in numba.prange(parts):
+        for n in range(p * rows // parts, (p + 1) * rows // parts):
+            _softmax_row(a[n], one, out[n])
+
+
+@numba.njit(parallel=True, **_KERNEL)
+def _softmax_backward_rows(dy, y, out, parts):
+    rows = dy.shape[0]
+    for p in numba.prange(parts):
+        for n in range(p * rows // parts, (p + 1) * rows // parts):
+            dot = 0.0
+            for v in range(dy.shape[1]):
+                dot += dy[n, v] * y[n, v]
+            for v in range(dy.shape[1]):
+                out[n, v] = y[n, v] * (dy[n, v] - dot)
+
+
+SOFTMAX_PARALLEL_FROM = 1 << 17   # elements: attention's (B, h, T, S) weights at base are 230k
+
+
+def _rows_of(a):
+    return numpy.ascontiguousarray(a).reshape(-1, a.shape[-1])
+
+
+def softmax_forward(a, axis=-1):
+    """The twin of ``minis2s.nn.layers.softmax_forward`` over the last axis: a row read once, its maximum,
+    exponentials and scaling in cache; masked (-inf) entries exactly 0. Other axes: the reference."""
+    if axis not in (-1, a.ndim - 1) or a.dtype not in (numpy.float32, numpy.float64) or a.size == 0:
+        return layers.softmax_forward.reference(a, axis)
+    rows = _rows_of(a)
+    out = numpy.empty_like(rows)
+    _softmax_rows(rows, a.dtype.type(1), out, numba.get_num_threads() if rows.size >= SOFTMAX_PARALLEL_FROM else 1)
+    return out.reshape(a.shape)
+
+
+def softmax_backward(dy, y, axis=-1):
+    """The twin of ``minis2s.nn.layers.softmax_backward``: da = y (dy - sum dy y), a row's dot product and
+    its output in one visit (the sum in float64)."""
+    if axis not in (-1, y.ndim - 1) or y.dtype not in (numpy.float32, numpy.float64) or y.size == 0:
+        return layers.softmax_backward.reference(dy, y, axis)
+    rows, probs = _rows_of(dy), _rows_of(y)
+    out = numpy.empty_like(probs)
+    _softmax_backward_rows(rows, probs, out, numba.get_num_threads() if rows.size >= SOFTMAX_PARALLEL_FROM else 1)
+    return out.reshape(y.shape)
 
 
 def linear_forward(x, weight, bias=None):

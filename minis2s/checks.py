@@ -180,7 +180,7 @@ def scaled_dot_product_problem(steps=4, source=5, batch=2, heads=2, size=3, leng
 
 
 def multihead_problem(steps=4, source=5, batch=3, embed=6, heads=2, self_attention=True, causal=False,
-                      lengths=(4, 2, 3), seed=0):
+                      lengths=(4, 2, 3), seed=0, separate_value=False):
     """MultiHeadAttention over a padded batch (key_padding_mask), self-attention (query = key = value: their
     gradients add) or attention over another sequence; biases drawn away from PyTorch's zeros."""
     rng = numpy.random.default_rng(seed)
@@ -195,17 +195,26 @@ def multihead_problem(steps=4, source=5, batch=3, embed=6, heads=2, self_attenti
             return out, cache
 
         def backward(dout, cache):
-            dquery, dkey, dvalue = attention.backward(dout, cache)
-            return dquery + dkey + dvalue                               # x was all three
+            dx, _, _ = attention.backward(dout, cache)                  # x was all three: their sum, once
+            return dx
         inputs = {"x": _normal(rng, (steps, batch, embed))}
+    elif separate_value:                                                # three arrays: three products
+        def forward(query, key, value):
+            out, _, cache = attention.forward(query, key, value, mask, causal)
+            return out, cache
+
+        def backward(dout, cache):
+            return attention.backward(dout, cache)
+        inputs = {"query": _normal(rng, (steps, batch, embed)), "key": _normal(rng, (source, batch, embed)),
+                  "value": _normal(rng, (source, batch, embed))}
     else:
         def forward(query, memory):
             out, _, cache = attention.forward(query, memory, memory, mask, causal)
             return out, cache
 
         def backward(dout, cache):
-            dquery, dkey, dvalue = attention.backward(dout, cache)
-            return dquery, dkey + dvalue                                # the memory was key and value
+            dquery, dmemory, _ = attention.backward(dout, cache)        # the memory was key and value
+            return dquery, dmemory
         inputs = {"query": _normal(rng, (steps, batch, embed)), "memory": _normal(rng, (source, batch, embed))}
     return gradcheck.function_problem(forward, backward, inputs, module=attention, seed=seed)
 
@@ -276,8 +285,8 @@ def transformer_problem(norm_first=True, tie_embeddings=False, positional="sinus
     from .loss import cross_entropy
     from .transformer import Transformer
     rng = numpy.random.default_rng(seed)
-    model = Transformer(9, 8, d_model=6, num_heads=2, num_encoder_layers=num_layers, num_decoder_layers=num_layers,
-                        ff_size=7, dropout=dropout, norm_first=norm_first, positional=positional,
+    model = Transformer(9, 8, d_model=4, num_heads=2, num_encoder_layers=num_layers, num_decoder_layers=num_layers,
+                        ff_size=5, dropout=dropout, norm_first=norm_first, positional=positional,
                         tie_embeddings=tie_embeddings, label_smoothing=label_smoothing, dtype=F64, seed=seed,
                         max_len=16)
     _redraw_biases(model, rng)

@@ -4,8 +4,12 @@ Architecture, as minis2s builds it for ``cell`` in {gru, lstm}, ``attention`` in
 one layer, unidirectional, bridge "final":
 
     encoder   torch.nn.GRU / LSTM over the packed source (cuDNN-free CPU kernels, oneDNN where it applies)
-    decoder   torch.nn.GRUCell / LSTMCell, step by step; Bahdanau attention before the cell, queried by
-              the previous state: c_t = sum_s softmax_s(v^T tanh(W_q h + W_k k_s)) k_s, input [e_t ; c_t]
+    decoder   without attention: torch.nn.GRU / LSTM over the whole teacher-forced target sequence in one
+              call, as a PyTorch user writes it (d2l's Seq2SeqDecoder) and as minis2s runs it, since nothing
+              feeds back into the cells; one-step sequences when decoding.
+              With Bahdanau attention: torch.nn.GRUCell / LSTMCell, step by step, the attention before the
+              cell, queried by the previous state: c_t = sum_s softmax_s(v^T tanh(W_q h + W_k k_s)) k_s,
+              input [e_t ; c_t]
     output    torch.nn.Linear over the top hidden state; cross-entropy mean over real target tokens
 
 ``from_minis2s(model)`` copies a minis2s model's weights, so that both compute the same loss; the
@@ -31,8 +35,10 @@ class TorchSeq2Seq(torch.nn.Module):
         self.tgt_embedding = torch.nn.Embedding(tgt_vocab, emb_size, padding_idx=PAD)
         recurrent, step = (torch.nn.GRU, torch.nn.GRUCell) if cell == "gru" else (torch.nn.LSTM, torch.nn.LSTMCell)
         self.encoder = recurrent(emb_size, hidden_size)
-        extra = hidden_size if attention == "bahdanau" else 0
-        self.decoder = step(emb_size + extra, hidden_size)
+        if attention == "bahdanau":                    # the context feeds the cell: one step at a time
+            self.decoder = step(emb_size + hidden_size, hidden_size)
+        else:                                          # nothing feeds back: one call over the whole sequence
+            self.decoder = recurrent(emb_size, hidden_size)
         if attention == "bahdanau":
             self.W_q = torch.nn.Linear(hidden_size, hidden_size, bias=False)
             self.W_k = torch.nn.Linear(hidden_size, hidden_size, bias=False)
@@ -54,7 +60,7 @@ class TorchSeq2Seq(torch.nn.Module):
             twin.tgt_embedding.weight.copy_(p["tgt_embedding.weight"])
             for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
                 getattr(twin.encoder, name).copy_(p[f"encoder.{name}"])
-                getattr(twin.decoder, name[:-3]).copy_(p[f"decoder.rnn.{name}"])
+                getattr(twin.decoder, name if twin.attention == "none" else name[:-3]).copy_(p[f"decoder.rnn.{name}"])
             if twin.attention == "bahdanau":
                 twin.W_q.weight.copy_(p["decoder.attention.W_q"])
                 twin.W_k.weight.copy_(p["decoder.attention.W_k"])
@@ -83,19 +89,28 @@ class TorchSeq2Seq(torch.nn.Module):
             weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=0)
             context = (weights[:, :, None] * memory).sum(dim=0)
             emb = torch.cat([emb, context], dim=1)
-        else:
-            weights = None
+        else:                                          # the whole-sequence module, over one step
+            _, state = self.decoder(emb[None], self._layered(state))
+            return ((state[0][0], state[1][0]) if self.cell_kind == "lstm" else (state[0],)), None
         state = self.decoder(emb, state) if self.cell_kind == "lstm" else (self.decoder(emb, state[0]),)
         return state, weights
+
+    def _layered(self, state):
+        """(h,) or (h, c) of (B, H) -> nn.GRU's h (1, B, H) or nn.LSTM's (h, c)."""
+        return (state[0][None], state[1][None]) if self.cell_kind == "lstm" else state[0][None]
 
     def loss(self, src, src_lengths, tgt_in, tgt_out, tgt_lengths):
         memory, projected, mask, state = self.encode(src, src_lengths)
         embedded = self.tgt_embedding(tgt_in)
-        outputs = []
-        for t in range(tgt_in.shape[0]):
-            state, _ = self.decode_step(embedded[t], state, memory, projected, mask)
-            outputs.append(state[0])
-        logits = self.out(torch.stack(outputs))
+        if self.attention == "none":                   # every step's input is known: one call
+            outputs, _ = self.decoder(embedded, self._layered(state))
+        else:
+            steps = []
+            for t in range(tgt_in.shape[0]):
+                state, _ = self.decode_step(embedded[t], state, memory, projected, mask)
+                steps.append(state[0])
+            outputs = torch.stack(steps)
+        logits = self.out(outputs)
         real = torch.arange(tgt_in.shape[0], device=tgt_in.device)[:, None] < tgt_lengths[None, :]
         targets = tgt_out.masked_fill(~real, -100)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)

@@ -1,7 +1,9 @@
-"""benchmarks/gpu.py without a GPU: its CuPy columns' code on the stand-in, and "—" with the reason."""
+"""benchmarks/gpu.py without a GPU: its CuPy columns' code on the stand-in, and "—" with the reason; the PyTorch
+twin the benchmarks compare with."""
 import importlib.util
 import pathlib
 
+import numpy
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -126,3 +128,28 @@ def test_the_cpu_benchmark_takes_several_samples_a_turn_of_a_short_run(monkeypat
     medians = module.interleaved({"short": (run("short", 0.02), True), "long": (run("long", 0.3), False)}, 3, 1)
     assert calls == {"short": 4 * (1 + 5), "long": 4 * (1 + 1)}        # 0.1 s / 0.02 s = 5 samples a turn
     assert medians == pytest.approx({"short": 0.02, "long": 0.3})
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("attention", ["none", "bahdanau"])
+def test_the_pytorch_twin_computes_minis2s_loss_and_greedy_output_as_a_pytorch_user_would(on_numpy, cell, attention):
+    """Where nothing feeds back (no attention) the twin's decoder is one nn.GRU / nn.LSTM call over the whole
+    target sequence, as minis2s' and a PyTorch user's; with Bahdanau attention a cell step by step. Either
+    way the loss on copied weights is minis2s' (float32, 1e-5) and greedy decoding gives the same tokens."""
+    torch = pytest.importorskip("torch")
+    from minis2s.data import collate
+    from minis2s.decode import greedy
+    from minis2s.model import Seq2Seq
+    from minis2s.torch_twin import Decoding, TorchSeq2Seq, tensors
+    model = Seq2Seq(40, 40, cell=cell, attention=attention, emb_size=16, hidden_size=24, seed=3)
+    twin = TorchSeq2Seq.from_minis2s(model)
+    recurrent = torch.nn.GRU if cell == "gru" else torch.nn.LSTM
+    assert isinstance(twin.decoder, recurrent) == (attention == "none")
+    rng = numpy.random.default_rng(0)
+    sources = [rng.integers(4, 40, size=n).tolist() for n in (5, 3, 7)]
+    batch = collate(sources, [rng.integers(4, 40, size=n).tolist() for n in (4, 6, 2)])
+    with torch.no_grad():
+        theirs = float(twin.loss(*tensors(batch)))
+    assert theirs == pytest.approx(model.loss(batch), rel=1e-5)
+    ours = [h.tokens for h in greedy(model, sources, max_length=8)]
+    assert [h.tokens for h in greedy(Decoding(twin), sources, max_length=8)] == ours

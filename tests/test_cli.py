@@ -255,3 +255,34 @@ def test_sampling_and_coverage_from_the_command_line(trained):
     assert json.loads(covered)["bleu"] > 50
     refused = minis2s("translate", "--model", str(out), "--sample", "--nbest", "2", "--beam", "2", "a", check=False)
     assert refused.returncode == 2 and "--nbest needs beam search" in refused.stderr
+
+
+def test_the_transformer_trains_resumes_translates_averages_and_ensembles_with_an_rnn(tiny_tsv, tmp_path, trained):
+    """--arch transformer through every command: a run resumed after an epoch has the straight run's
+    losses; translate (beam, n-best), evaluate, score; the kept checkpoints average; a Transformer and a
+    GRU on the same data decode as one ensemble; config.toml records the architecture's defaults."""
+    common = ["--data", str(tiny_tsv), "--arch", "transformer", "--d-model", "16", "--num-heads", "2",
+              "--num-layers", "1", "--ff-size", "32", "--warmup-steps", "20", "--lr", "0.003", "--batch-size", "16",
+              "--valid-size", "30", "--test-size", "30", "--min-freq", "1", "--no-progress", "--valid-bleu", "0",
+              "--checkpoint-every", "0"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    result = minis2s("train", "--out", str(straight), "--epochs", "2", "--keep", "2", "--eval-every", "10", *common)
+    assert "model: Transformer 1 + 1 layers, d 16, 2 heads, ff 32, pre-norm" in result.stdout, result.stdout
+    minis2s("train", "--out", str(split), "--epochs", "1", "--eval-every", "10", *common)
+    minis2s("train", "--out", str(split), "--resume", "--epochs", "2", "--no-progress")
+    history = [json.loads((out / "history.json").read_text()) for out in (straight, split)]
+    assert [r["valid_loss"] for r in history[1]] == [r["valid_loss"] for r in history[0]]
+    config = (straight / "config.toml").read_text()
+    assert 'arch = "transformer"' in config and 'lr-schedule = "noam"' in config and "dropout = 0.1" in config
+    nbest = minis2s("translate", "--model", str(straight), "--beam", "3", "--nbest", "2", "a b c").stdout.splitlines()
+    assert len(nbest) == 2
+    scores = json.loads(minis2s("evaluate", "--model", str(straight), "--data", str(straight / "test.tsv"),
+                                "--json").stdout.splitlines()[-1])
+    assert scores["perplexity"] > 1
+    assert len(minis2s("score", "--model", str(straight), "--data", str(straight / "test.tsv")).stdout.splitlines()) > 30
+    kept = sorted(straight.glob("step-*.npz"))
+    minis2s("average", *map(str, kept), "--out", str(tmp_path / "avg"))
+    assert minis2s("translate", "--model", str(tmp_path / "avg"), "a b c").stdout.strip()
+    rnn, _ = trained
+    both = minis2s("translate", "--model", str(rnn), "--model", str(straight), "--beam", "2", "a b c d").stdout
+    assert both.strip()

@@ -72,7 +72,7 @@ def walkthrough(*args):
     return result
 
 
-def test_the_walkthrough_trains_to_100_percent_and_shows_an_anti_diagonal():
+def test_the_walkthrough_trains_to_100_percent_and_shows_an_anti_diagonal():  # and part 6, the Transformer
     result = walkthrough()
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -80,11 +80,26 @@ def test_the_walkthrough_trains_to_100_percent_and_shows_an_anti_diagonal():
     assert re.search(r"difference \d\.\de-1[0-2]", out), out           # the hand-made gradient agrees
     assert "-> pass" in out
     assert "exact match (greedy): training 100.0%" in out, out
-    rows = out.split("== 5. Looking at the attention")[1].strip().splitlines()[2:]
+    rows = out.split("== 5. Looking at the attention")[1].split("== 6.")[0].strip().splitlines()[2:]
     weights = numpy.array([[float(w) for w in row.split()[1:]] for row in rows])      # (output words, source)
     words = len(weights) - 1                                                              # without <eos>
     for t in range(1, words):                   # output word t attends most to source position words - t
         assert weights[t].argmax() == words - t, out
+    assert transformer_part_reads_backwards(out)
+
+
+def transformer_part_reads_backwards(out):
+    """Part 6: the tiny Transformer learns 100% of the training pairs, and head 0's weights carry the
+    anti-diagonal for most output words."""
+    part = out.split("== 6. Attention without recurrence")[1]
+    assert "exact match (greedy): training 100.0%" in part, part
+    lines = part.strip().splitlines()
+    rows = lines[[i for i, line in enumerate(lines) if "head 0" in line][0] + 2:]
+    weights = numpy.array([[float(w) for w in row.split()[1:]] for row in rows])
+    words = len(weights) - 1
+    backwards = sum(weights[t].argmax() == words - 1 - t for t in range(words))
+    assert backwards >= words - 2, part
+    return True
 
 
 def test_exercise_one_breaks_a_gradient_and_the_check_says_fail():
@@ -93,7 +108,7 @@ def test_exercise_one_breaks_a_gradient_and_the_check_says_fail():
 
 
 def test_exercises_two_and_three_run():
-    result = walkthrough("--epochs", "1", "--teacher-forcing", "0.5", "--beam", "3")
+    result = walkthrough("--epochs", "1", "--teacher-forcing", "0.5", "--beam", "3", "--transformer-epochs", "0")
     assert result.returncode == 0 and "teacher forcing 0.5" in result.stdout and "beam 3" in result.stdout, \
         result.stdout + result.stderr
 

@@ -22,6 +22,11 @@ def test_multihead_attention_gradients(xp, self_attention, causal):
     assert_checked(gradcheck.check(checks.multihead_problem(self_attention=self_attention, causal=causal)))
 
 
+def test_multihead_attention_gradients_with_three_different_inputs(xp):
+    """query, key and value three arrays: three projections, three gradients."""
+    assert_checked(gradcheck.check(checks.multihead_problem(self_attention=False, separate_value=True)))
+
+
 def test_layer_norm_with_dout_one_has_zero_input_gradient_so_the_checks_draw_dout(on_numpy):
     """The reason the checks use a random dout: with w = 1 and dout = 1, dx = 0 exactly (a shift of every
     x_i changes nothing), so a backward that returned zeros, or its transpose, would pass."""
@@ -60,7 +65,7 @@ def test_a_sentence_alone_equals_the_same_sentence_in_a_padded_batch(on_numpy):
     def run(x, mask, d):
         attention.zero_grad()
         out, _, cache = attention.forward(x, x, x, mask, causal=True)
-        return out, sum(attention.backward(d, cache)), {k: g.copy() for k, g in attention.grads.items()}
+        return out, attention.backward(d, cache)[0], {k: g.copy() for k, g in attention.grads.items()}
     out, dx, grads = run(batch, checks.padding_mask([5, 3], 5), dout)
     first = run(batch[:, :1], None, dout[:, :1])
     second = run(batch[:3, 1:2].copy(), None, dout[:3, 1:2])
@@ -148,11 +153,13 @@ def test_multihead_attention_equals_pytorchs(on_numpy, self_attention, causal):
     ot.backward(_torch.from_numpy(dout))
     assert _relative(out[real], ot.detach().numpy()[real]) <= 1e-12
     assert _relative(weights, wt.detach().numpy()) <= 1e-12
-    if self_attention:
-        assert _relative(dquery + dkey + dvalue, qt.grad.numpy()) <= 1e-9
-    else:
+    if self_attention:                                                      # x's whole gradient, once
+        assert dkey is None and dvalue is None
         assert _relative(dquery, qt.grad.numpy()) <= 1e-9
-        assert _relative(dkey + dvalue, mt.grad.numpy()) <= 1e-9
+    else:                                                                   # the memory's, as the key's
+        assert dvalue is None
+        assert _relative(dquery, qt.grad.numpy()) <= 1e-9
+        assert _relative(dkey, mt.grad.numpy()) <= 1e-9
     for name, tensor in (("in_proj_weight", theirs.in_proj_weight), ("in_proj_bias", theirs.in_proj_bias),
                          ("out_proj.weight", theirs.out_proj.weight), ("out_proj.bias", theirs.out_proj.bias)):
         assert _relative(ours.grads[name], tensor.grad.numpy()) <= 1e-9, name
@@ -178,9 +185,14 @@ def test_transformer_input_gradients(xp, positional):
 @pytest.mark.parametrize("norm_first,tie,positional,dropout,smoothing", [
     (True, False, "sinusoidal", 0.2, 0.0), (True, True, "learned", 0.0, 0.1),
     (False, True, "sinusoidal", 0.2, 0.0), (False, False, "learned", 0.0, 0.1)])
-def test_whole_transformer_gradients(xp, norm_first, tie, positional, dropout, smoothing):
+def test_whole_transformer_gradients(on_numpy, norm_first, tie, positional, dropout, smoothing):
     """Every parameter through loss_and_grads on a padded batch: pre and post norm, tied and untied."""
     assert_checked(gradcheck.check(checks.transformer_problem(norm_first, tie, positional, dropout, smoothing)))
+
+
+def test_whole_transformer_gradients_on_every_backend(xp):
+    """The same on each backend (the stand-in's arrays refuse host copies): 6 elements a tensor."""
+    assert_checked(gradcheck.check(checks.transformer_problem(True, True, "learned", 0.2, 0.1, max_elements=6)))
 
 
 def test_tied_embeddings_share_one_matrix_whose_two_gradients_add(on_numpy):

@@ -21,6 +21,7 @@ random one.
 from typing import NamedTuple
 
 from .. import backend
+from ..dispatch import twin
 from .module import Module
 
 
@@ -29,6 +30,7 @@ class LayerNormCache(NamedTuple):
     rstd: object          # (..., 1) 1 / sqrt(sigma^2 + eps)
 
 
+@twin("layer_norm.layer_norm_forward")
 def layer_norm_forward(x, weight, bias, eps=1e-5):
     """x (..., E), weight (E,), bias (E,) -> y (..., E), LayerNormCache."""
     xp = backend.array_module(x)
@@ -40,6 +42,7 @@ def layer_norm_forward(x, weight, bias, eps=1e-5):
     return norm * weight + bias, LayerNormCache(norm, rstd)
 
 
+@twin("layer_norm.layer_norm_backward")
 def layer_norm_backward(dy, cache, weight, dweight, dbias):
     """dy (..., E) -> dx (..., E); adds dw and db into dweight, dbias."""
     norm, rstd = cache

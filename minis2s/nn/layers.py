@@ -57,13 +57,17 @@ def relu_backward(dy, y):
     return dy * (y > 0)
 
 
+@twin("layers.softmax_forward")
 def softmax_forward(a, axis=-1):
+    """softmax(a) = exp(a - max a) / sum exp(a - max a) along ``axis``; an entry of -inf gets exactly 0
+    (a masked position: the Transformer's attention)."""
     xp = backend.array_module(a)
     shifted = a - a.max(axis=axis, keepdims=True)  # largest exponent is e^0 = 1
     e = xp.exp(shifted)
     return e / e.sum(axis=axis, keepdims=True)
 
 
+@twin("layers.softmax_backward")
 def softmax_backward(dy, y, axis=-1):
     # da_j = sum_i dy_i dy_i/da_j = y_j (dy_j - sum_i dy_i y_i)
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))

@@ -28,14 +28,17 @@ Backward, the mirror (derived in docs/derivations/multi-head-attention.md):
     dQ = dscores K / sqrt(d),  dK = dscores^T Q / sqrt(d)
     dquery = dQ W_q, dkey = dK W_k, dvalue = dV W_v;  dW_q += dQ^T query, ...; db += sums
 
-For self-attention query, key and value are the same array: its gradient is the sum of the three.
+For self-attention query, key and value are the same array x: its three projections are one product,
+[Q K V] = x [W_q ; W_k ; W_v]^T + b, and its gradient, the sum of the three paths, one product back,
+dx = [dQ dK dV] [W_q ; W_k ; W_v] (PyTorch's packed in-projection; likewise the key and value of a memory).
 """
 import math
 from typing import NamedTuple
 
 from .. import backend
 from . import init
-from .layers import dropout_backward, dropout_forward, linear_backward, linear_forward
+from .layers import (dropout_backward, dropout_forward, linear_backward, linear_forward, softmax_backward,
+                     softmax_forward)
 from .module import Module
 
 
@@ -68,9 +71,7 @@ def scaled_dot_product_forward(q, k, v, mask=None, dropout=0.0, rng=None, train=
     scores = (q @ xp.swapaxes(k, -1, -2)) * scale                 # (B, h, T, S)
     if mask is not None:
         scores = xp.where(mask, -xp.inf, scores)
-    shifted = scores - scores.max(axis=-1, keepdims=True)           # the softmax, never overflowing
-    e = xp.exp(shifted)
-    weights = e / e.sum(axis=-1, keepdims=True)                     # A: a masked position exactly 0
+    weights = softmax_forward(scores)                               # A: a masked position exactly 0
     dropped, drop_mask = dropout_forward(weights, dropout, rng, train)
     return dropped @ v, AttentionCache(q, k, v, weights, drop_mask, scale)
 
@@ -82,7 +83,7 @@ def scaled_dot_product_backward(dctx, cache):
     dropped = weights if drop_mask is None else weights * drop_mask
     dv = xp.swapaxes(dropped, -1, -2) @ dctx                        # ctx = A' V
     dweights = dropout_backward(dctx @ xp.swapaxes(v, -1, -2), drop_mask)
-    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))   # through the softmax
+    dscores = softmax_backward(dweights, weights)                   # A (dA - sum_s A dA): 0 where A = 0
     dq = (dscores @ k) * scale                                      # scores = Q K^T / sqrt(d)
     dk = (xp.swapaxes(dscores, -1, -2) @ q) * scale
     return dq, dk, dv
@@ -101,11 +102,21 @@ def join_heads(x):
 
 
 class MultiHeadCache(NamedTuple):
-    query: object         # the three projections' caches
-    key: object
-    value: object
+    projections: list     # for each distinct input: (its first part, its number of parts, its LinearCache)
     attention: AttentionCache
     ctx: object           # (T, B, E) the heads joined, the output projection's input
+
+
+def shared_inputs(query, key, value):
+    """The distinct inputs among query, key and value, each with the projections it feeds: [(x, first part,
+    parts)], part 0 = W_q, 1 = W_k, 2 = W_v. As PyTorch's in_projection_packed: self-attention (one array
+    three times) is one product with all of in_proj_weight; attention over a memory (key is value) is one
+    product for the query and one for the key and value together."""
+    if query is key and key is value:
+        return [(query, 0, 3)]
+    if key is value:
+        return [(query, 0, 1), (key, 1, 2)]
+    return [(query, 0, 1), (key, 1, 1), (value, 2, 1)]
 
 
 class MultiHeadAttention(Module):
@@ -125,49 +136,54 @@ class MultiHeadAttention(Module):
                                                                a=5 ** 0.5))
         self.add_param("out_proj.bias", xp.zeros(embed_dim))
 
-    def _projection(self, part):
-        """W_q, W_k or W_v (rows of in_proj_weight) and its bias, as views."""
-        size = self.embed_dim
-        rows = slice(part * size, (part + 1) * size)
-        return self.params["in_proj_weight"][rows], self.params["in_proj_bias"][rows], rows
+    def _rows(self, first, parts):
+        """The rows of in_proj_weight (and in_proj_bias) of projections first .. first + parts - 1."""
+        return slice(first * self.embed_dim, (first + parts) * self.embed_dim)
+
+    def projections(self, x, first, parts):
+        """x (.., B, E) -> ``parts`` projections in one product (``first``: 0 = queries, 1 = keys, 2 = values),
+        each with its heads split (B, h, .., d), and the product's LinearCache."""
+        xp = backend.array_module(x)
+        rows = self._rows(first, parts)
+        y, cache = linear_forward(x, self.params["in_proj_weight"][rows], self.params["in_proj_bias"][rows])
+        return [split_heads(part, self.num_heads) for part in xp.split(y, parts, axis=-1)], cache
 
     def forward(self, query, key, value, key_padding_mask=None, causal=False, train=True):
         """query (T, B, E), key and value (S, B, E), key_padding_mask (B, S) True = padding ->
         out (T, B, E), weights (B, h, T, S), MultiHeadCache."""
         xp = backend.array_module(query)
-        heads = self.num_heads
         projected, caches = [], []
-        for part, x in enumerate((query, key, value)):
-            weight, bias, _ = self._projection(part)
-            y, cache = linear_forward(x, weight, bias)
-            projected.append(split_heads(y, heads))
-            caches.append(cache)
+        for x, first, parts in shared_inputs(query, key, value):
+            heads, cache = self.projections(x, first, parts)
+            projected += heads
+            caches.append((first, parts, cache))
         mask = attention_mask(key_padding_mask, causal, query.shape[0], key.shape[0], query.shape[1], xp)
         ctx, attention = scaled_dot_product_forward(*projected, mask, self.dropout, self.rng, train)
         joined = join_heads(ctx)
         out, _ = linear_forward(joined, self.params["out_proj.weight"], self.params["out_proj.bias"])
-        return out, attention.weights, MultiHeadCache(*caches, attention, joined)
+        return out, attention.weights, MultiHeadCache(caches, attention, joined)
 
     def backward(self, dout, cache):
-        """dout (T, B, E) -> dquery (T, B, E), dkey, dvalue (S, B, E); adds every parameter's gradient."""
+        """dout (T, B, E) -> dquery (T, B, E), dkey, dvalue (S, B, E); adds every parameter's gradient. An
+        input given in more than one place gets its whole gradient in the first (self-attention: dquery is
+        dx, the sum of the three paths), None in the others."""
         from .layers import LinearCache
+        xp = backend.array_module(dout)
         dctx = linear_backward(dout, LinearCache(cache.ctx), self.params["out_proj.weight"],
                                self.grads["out_proj.weight"], self.grads["out_proj.bias"])
-        dq, dk, dv = scaled_dot_product_backward(split_heads(dctx, self.num_heads), cache.attention)
-        inputs = []
-        for part, (dpart, part_cache) in enumerate(zip((dq, dk, dv), (cache.query, cache.key, cache.value))):
-            weight, _, rows = self._projection(part)
-            inputs.append(linear_backward(join_heads(dpart), part_cache, weight, self.grads["in_proj_weight"][rows],
-                                          self.grads["in_proj_bias"][rows]))
+        dparts = scaled_dot_product_backward(split_heads(dctx, self.num_heads), cache.attention)   # dq, dk, dv
+        inputs = [None, None, None]
+        for first, parts, projection in cache.projections:
+            rows = self._rows(first, parts)
+            dy = xp.concatenate([join_heads(d) for d in dparts[first:first + parts]], axis=-1) if parts > 1 \
+                else join_heads(dparts[first])
+            inputs[first] = linear_backward(dy, projection, self.params["in_proj_weight"][rows],
+                                            self.grads["in_proj_weight"][rows], self.grads["in_proj_bias"][rows])
         return tuple(inputs)
 
     # ------------------------------------------------------------------ decoding, no caches kept
-
-    def project(self, x, part):
-        """x (T, B, E) -> its queries (part 0), keys (1) or values (2), heads split: (B, h, T, d). Incremental
-        decoding keeps the keys and values of the positions decoded so far, and the source's, made once."""
-        weight, bias, _ = self._projection(part)
-        return split_heads(linear_forward(x, weight, bias)[0], self.num_heads)
+    # (``projections`` above makes a step's queries, keys and values: incremental decoding keeps the keys and
+    # values of the positions decoded so far, and the source's, made once)
 
     def attend(self, q, k, v, mask=None):
         """Projected heads q (B, h, T, d), k, v (B, h, S, d), mask (B, 1, T, S) or None -> out (T, B, E),

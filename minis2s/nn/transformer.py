@@ -140,8 +140,8 @@ class TransformerEncoderLayer(Module):
         dh = feed_forward_backward(dbranch, cache.feed_forward, self.linear1, self.linear2)
         dx = sublayer_input_backward(dresidual, dh, cache.second, self.norm2)
         dresidual, dbranch = sublayer_output_backward(dx, cache.first, self.norm1)
-        dq, dk, dv = self.self_attn.backward(dbranch, cache.attention)
-        return sublayer_input_backward(dresidual, dq + dk + dv, cache.first, self.norm1)   # h was q, k and v
+        dh, _, _ = self.self_attn.backward(dbranch, cache.attention)      # h was q, k and v: all three paths
+        return sublayer_input_backward(dresidual, dh, cache.first, self.norm1)
 
 
 class DecoderLayerCache(NamedTuple):
@@ -191,19 +191,18 @@ class TransformerDecoderLayer(Module):
         dh = feed_forward_backward(dbranch, cache.feed_forward, self.linear1, self.linear2)
         dy = sublayer_input_backward(dresidual, dh, cache.third, self.norm3)
         dresidual, dbranch = sublayer_output_backward(dy, cache.second, self.norm2)
-        dq, dkey, dvalue = self.multihead_attn.backward(dbranch, cache.cross_attention)
-        dmemory = dkey + dvalue                                          # the memory was key and value
+        dq, dmemory, _ = self.multihead_attn.backward(dbranch, cache.cross_attention)  # memory: key and value
         dy = sublayer_input_backward(dresidual, dq, cache.second, self.norm2)
         dresidual, dbranch = sublayer_output_backward(dy, cache.first, self.norm1)
-        dq, dk, dv = self.self_attn.backward(dbranch, cache.self_attention)
-        return sublayer_input_backward(dresidual, dq + dk + dv, cache.first, self.norm1), dmemory
+        dh, _, _ = self.self_attn.backward(dbranch, cache.self_attention)
+        return sublayer_input_backward(dresidual, dh, cache.first, self.norm1), dmemory
 
 
     # ------------------------------------------------------------------ decoding, one position at a time
 
     def memory_keys_values(self, memory):
         """The source's keys and values for the attention over it, (B, h, S, d) each: made once a sentence."""
-        return self.multihead_attn.project(memory, 1), self.multihead_attn.project(memory, 2)
+        return self.multihead_attn.projections(memory, 1, 2)[0]
 
     def step(self, y, past, memory_kv, memory_mask):
         """One new position: y (1, B, E), past = (K, V) of the positions before it, (B, h, t, d) each or None,
@@ -215,13 +214,14 @@ class TransformerDecoderLayer(Module):
         xp = backend.array_module(y)
         attention = self.self_attn
         h, _ = sublayer_input(y, self.norm1, self.norm_first)
-        k, v = attention.project(h, 1), attention.project(h, 2)
+        (q, k, v), _ = attention.projections(h, 0, 3)
         if past is not None:
             k, v = xp.concatenate([past[0], k], axis=2), xp.concatenate([past[1], v], axis=2)
-        a, _ = attention.attend(attention.project(h, 0), k, v)
+        a, _ = attention.attend(q, k, v)
         y, _ = sublayer_output(y, a, self.norm1, self.norm_first, 0.0, None, False, None)
         h, _ = sublayer_input(y, self.norm2, self.norm_first)
-        c, weights = self.multihead_attn.attend(self.multihead_attn.project(h, 0), *memory_kv, memory_mask)
+        (q,), _ = self.multihead_attn.projections(h, 0, 1)
+        c, weights = self.multihead_attn.attend(q, *memory_kv, memory_mask)
         y, _ = sublayer_output(y, c, self.norm2, self.norm_first, 0.0, None, False, None)
         h, _ = sublayer_input(y, self.norm3, self.norm_first)
         f, _ = feed_forward_forward(h, self.linear1, self.linear2, 0.0, None, False)
