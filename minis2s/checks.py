@@ -282,7 +282,6 @@ def transformer_problem(norm_first=True, tie_embeddings=False, positional="sinus
                         label_smoothing=0.0, num_layers=2, src_lengths=(3, 1, 4), tgt_lengths=(2, 3, 1), seed=0,
                         max_elements=None):
     """Every parameter of a whole Transformer through ``loss_and_grads``, on a padded batch."""
-    from .loss import cross_entropy
     from .transformer import Transformer
     rng = numpy.random.default_rng(seed)
     model = Transformer(9, 8, d_model=4, num_heads=2, num_encoder_layers=num_layers, num_decoder_layers=num_layers,
@@ -291,6 +290,13 @@ def transformer_problem(norm_first=True, tie_embeddings=False, positional="sinus
                         max_len=16)
     _redraw_biases(model, rng)
     batch = random_batch(rng, src_lengths, tgt_lengths, 9, 8)
+    return whole_model_problem(model, batch, label_smoothing, seed, max_elements)
+
+
+def whole_model_problem(model, batch, label_smoothing, seed, max_elements=None):
+    """Every parameter of a model (Seq2Seq or Transformer) through ``loss_and_grads``; the objective the
+    same mean cross-entropy from ``forward``, the dropout generator restarted at each call."""
+    from .loss import cross_entropy
 
     def objective():
         model.reseed(seed)
@@ -332,7 +338,6 @@ def seq2seq_problem(cell="gru", attention="bahdanau", bidirectional=False, input
     With teacher_forcing < 1 the sampled schedule is fixed: the generator restarts at each call,
     so the same coins choose the same positions for the model's own guesses.
     """
-    from .loss import cross_entropy
     from .model import Seq2Seq
     rng = numpy.random.default_rng(seed)
     model = Seq2Seq(9, 8, cell=cell, attention=attention, emb_size=emb_size, hidden_size=hidden_size,
@@ -342,18 +347,7 @@ def seq2seq_problem(cell="gru", attention="bahdanau", bidirectional=False, input
                     label_smoothing=label_smoothing, attentional_output=attentional_output)
     unit_scale(model, seed)
     batch = random_batch(rng, src_lengths, tgt_lengths, 9, 8)
-
-    def objective():
-        model.reseed(seed)
-        logits, _ = model.forward(batch, train=True)
-        return cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=label_smoothing)[0]
-
-    def analytic():
-        model.reseed(seed)
-        model.loss_and_grads(batch)
-        return {name: grad.copy() for name, grad in model.grads.items()}
-
-    return gradcheck.Problem(objective, model.params, analytic, max_elements, 1e-5, seed)
+    return whole_model_problem(model, batch, label_smoothing, seed, max_elements)
 
 
 # check_X(...) runs X_problem(...): {tensor name: max relative error}

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from . import backend
 from .data import PAD
-from .loss import cross_entropy, length_mask, sequence_logprobs
+from .loss import cross_entropy, length_mask, projected_cross_entropy, sequence_logprobs
 from .nn import init
 from .nn.layers import LinearCache, linear_backward, linear_forward, log_softmax_forward
 from .nn.module import Module
@@ -118,16 +118,25 @@ class Transformer(Module):
 
     def forward(self, batch, train=True, teacher_forcing=None):
         """Batch -> logits (T, B, V), TransformerCache. Teacher forced: every position at once."""
+        h, cache = self.forward_outputs(batch, train)
+        logits, _ = linear_forward(h, self.output_weight)
+        return logits, cache
+
+    def forward_outputs(self, batch, train=True):
+        """Batch -> the decoder's output h (T, B, E) before the projection, TransformerCache."""
         memory, padding, src_cache, encoder_cache = self.encode(batch.src, batch.src_lengths, train)
         tgt_padding = ~length_mask(batch.tgt_lengths, batch.tgt_in.shape[0]).T
         y, tgt_cache = self.tgt_input.forward(batch.tgt_in, 0, train)
         h, decoder_cache = self.decoder.forward(y, memory, tgt_padding, padding, train)
-        logits, out_cache = linear_forward(h, self.output_weight)
-        return logits, TransformerCache(src_cache, encoder_cache, tgt_cache, decoder_cache, out_cache)
+        return h, TransformerCache(src_cache, encoder_cache, tgt_cache, decoder_cache, LinearCache(h))
 
     def backward(self, dlogits, cache):
         """dlogits (T, B, V) -> adds every parameter's gradient (the mirror of ``forward``)."""
         dh = linear_backward(dlogits, cache.out, self.output_weight, self.output_grad)    # tied: the first share
+        self.outputs_backward(dh, cache)
+
+    def outputs_backward(self, dh, cache):
+        """dh (T, B, E), the gradient of the decoder's output -> every gradient below the projection."""
         dy, dmemory = self.decoder.backward(dh, cache.decoder)
         self.tgt_input.backward(dy, cache.tgt_input)                                       # tied: the second
         dx = self.encoder.backward(dmemory, cache.encoder)
@@ -150,10 +159,10 @@ class Transformer(Module):
         """The same loss in training mode (dropout); fills ``grads`` (zeroed first). ``teacher_forcing`` is
         accepted for the training loop's sake: a Transformer trains teacher forced."""
         self.zero_grad()
-        logits, cache = self.forward(batch, train=True)
-        value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths,
-                                       label_smoothing=self.label_smoothing)
-        self.backward(dlogits, cache)
+        h, cache = self.forward_outputs(batch, train=True)
+        value, dh = projected_cross_entropy(h, self.output_weight, None, batch.tgt_out, batch.tgt_lengths,
+                                            self.label_smoothing, self.output_grad, None)   # projection + loss
+        self.outputs_backward(dh, cache)
         return value
 
     # ------------------------------------------------------------------ decoding, one position a step

@@ -219,8 +219,15 @@ def test_tied_embeddings_share_one_matrix_whose_two_gradients_add(on_numpy):
                                   rtol=1e-12, atol=1e-14)
 
 
-def _copy_into_torch(ours, theirs):
+def _layer_pair(ours_class, theirs_class, rng, norm_first, embed=8, heads=2, ff=12, seed=1):
+    """A minis2s layer with weights drawn N(0, 1/4), and PyTorch's with them copied in by name (dropout 0)."""
+    ours = ours_class(embed, heads, ff, dropout=0.0, norm_first=norm_first, dtype="float64", seed=seed)
+    for value in ours.params.values():
+        value[...] = 0.5 * rng.standard_normal(value.shape)
+    theirs = theirs_class(embed, heads, ff, dropout=0.0, norm_first=norm_first, dtype=_torch.float64)
     theirs.load_state_dict({name: _torch.from_numpy(numpy.array(value)) for name, value in ours.params.items()})
+    theirs.eval()
+    return ours, theirs
 
 
 @needs_torch
@@ -230,14 +237,8 @@ def test_encoder_layer_equals_pytorchs(on_numpy, norm_first):
     name: outputs at the real positions, the input's and every parameter's gradient within 1e-9."""
     from minis2s.nn.transformer import TransformerEncoderLayer
     rng = numpy.random.default_rng(6)
-    embed, heads, ff, steps, batch = 8, 2, 12, 6, 3
-    ours = TransformerEncoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first, dtype="float64", seed=1)
-    for value in ours.params.values():
-        value[...] = 0.5 * rng.standard_normal(value.shape)
-    theirs = _torch.nn.TransformerEncoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first,
-                                               dtype=_torch.float64)
-    _copy_into_torch(ours, theirs)
-    theirs.eval()
+    embed, steps, batch = 8, 6, 3
+    ours, theirs = _layer_pair(TransformerEncoderLayer, _torch.nn.TransformerEncoderLayer, rng, norm_first)
     mask = checks.padding_mask([6, 3, 5], steps)
     real = ~mask.T
     x = rng.standard_normal((steps, batch, embed))
@@ -259,14 +260,8 @@ def test_decoder_layer_equals_pytorchs(on_numpy, norm_first):
     """torch.nn.TransformerDecoderLayer with a causal tgt_mask and both key-padding masks."""
     from minis2s.nn.transformer import TransformerDecoderLayer
     rng = numpy.random.default_rng(7)
-    embed, heads, ff, steps, source, batch = 8, 2, 12, 5, 6, 3
-    ours = TransformerDecoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first, dtype="float64", seed=2)
-    for value in ours.params.values():
-        value[...] = 0.5 * rng.standard_normal(value.shape)
-    theirs = _torch.nn.TransformerDecoderLayer(embed, heads, ff, dropout=0.0, norm_first=norm_first,
-                                               dtype=_torch.float64)
-    _copy_into_torch(ours, theirs)
-    theirs.eval()
+    embed, steps, source, batch = 8, 5, 6, 3
+    ours, theirs = _layer_pair(TransformerDecoderLayer, _torch.nn.TransformerDecoderLayer, rng, norm_first, seed=2)
     tgt_mask, src_mask = checks.padding_mask([5, 2, 4], steps), checks.padding_mask([6, 3, 5], source)
     real = ~tgt_mask.T
     y0, memory = rng.standard_normal((steps, batch, embed)), rng.standard_normal((source, batch, embed))
