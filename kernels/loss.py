@@ -21,7 +21,7 @@ import math
 import numba
 import numpy
 
-from minis2s.loss import length_mask
+from minis2s.nn.layers import length_mask
 
 from . import blas
 from .rnn import _KERNEL

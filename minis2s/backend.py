@@ -151,14 +151,3 @@ def to_float(a):
 def to_bool(a):
     """A one-element boolean array as a Python bool: like ``to_float``, an explicit copy to the host."""
     return bool(to_numpy(a))
-
-
-def rng(seed=0, module=None):
-    """A seeded random generator that draws arrays on ``module`` (default: the active backend).
-
-    ``minis2s.rng.CounterRNG``: the same numbers for one seed on NumPy, the stand-in and CuPy (NumPy's and
-    CuPy's own generators differ), so dropout masks and scheduled-sampling coins do not depend on the
-    device. It offers ``random(shape, dtype)``, which is all the layers ask of it.
-    """
-    from .rng import CounterRNG
-    return CounterRNG(seed, module)

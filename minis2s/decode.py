@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy
 
-from . import backend
+from . import backend, rng
 from .data import BOS, EOS, PAD, UNK, collate
 from .dispatch import constant_weights, twin
 
@@ -146,7 +146,7 @@ class Sampler:
         if top_k < 0 or not 0.0 < top_p <= 1.0:
             raise ValueError(f"need top_k >= 0 and 0 < top_p <= 1, got top_k={top_k}, top_p={top_p}")
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.rng = backend.rng(seed)
+        self.rng = rng.generator(seed)
 
     def __call__(self, logp):
         xp = backend.array_module(logp)

@@ -23,15 +23,9 @@ their logits or targets are. Reductions:
 """
 from . import backend
 from .dispatch import twin
-from .nn.layers import linear_backward, linear_forward, log_softmax_forward
+from .nn.layers import length_mask, linear_backward, linear_forward, log_softmax_forward
 
 REDUCTIONS = ("mean", "sum", "sequence")
-
-
-def length_mask(lengths, steps):
-    """(T, B) boolean mask: True where t < lengths[b]."""
-    xp = backend.array_module(lengths)
-    return xp.arange(steps)[:, None] < lengths[None, :]
 
 
 def sequence_logprobs(log_probs, targets, lengths):

@@ -28,10 +28,10 @@ from typing import NamedTuple
 
 from . import backend
 from .data import BOS, PAD
-from .loss import cross_entropy, length_mask, projected_cross_entropy, sequence_logprobs
+from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
 from .nn.decoder import Decoder, decode_step, steps_backward, steps_forward
 from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_backward, dropout_forward,
-                        log_softmax_forward, tanh_backward)
+                        length_mask, log_softmax_forward, tanh_backward)
 from .nn.module import Module
 from .nn.rnn import Recurrent, reverse_index, reverse_time
 from .transformer import Transformer

@@ -68,3 +68,13 @@ class CounterRNG:
         u = uniform(self.module.empty(size, dtype=dtype), self.counter, self.key)
         self.counter += size
         return u.reshape(shape) if shape is not None else u[0]
+
+
+def generator(seed=0, module=None):
+    """A seeded random generator that draws arrays on ``module`` (default: the active backend).
+
+    ``CounterRNG``: the same numbers for one seed on NumPy, the stand-in and CuPy (NumPy's and CuPy's own
+    generators differ), so dropout masks and scheduled-sampling coins do not depend on the device. It
+    offers ``random(shape, dtype)``, which is all the layers ask of it.
+    """
+    return CounterRNG(seed, module)

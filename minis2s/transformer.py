@@ -21,9 +21,9 @@ from typing import NamedTuple
 
 from . import backend
 from .data import PAD
-from .loss import cross_entropy, length_mask, projected_cross_entropy, sequence_logprobs
+from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
 from .nn import init
-from .nn.layers import LinearCache, linear_backward, linear_forward, log_softmax_forward
+from .nn.layers import LinearCache, length_mask, linear_backward, linear_forward, log_softmax_forward
 from .nn.module import Module
 from .nn.transformer import TransformerDecoder, TransformerEncoder, TransformerInput
 

@@ -1,7 +1,7 @@
 import numpy
 import pytest
 
-from minis2s import backend
+from minis2s import backend, rng
 
 
 def test_numpy_is_the_default_and_float32_is_the_default_dtype(monkeypatch):
@@ -56,8 +56,8 @@ def test_round_trip_and_seeded_generators(xp):
     moved = backend.asarray(a, dtype="float32")
     assert isinstance(moved, xp.ndarray) and moved.dtype == numpy.float32
     numpy.testing.assert_array_equal(backend.to_numpy(moved), a)
-    first = backend.to_numpy(backend.rng(7).random((5,), dtype=numpy.float64))
-    again = backend.to_numpy(backend.rng(7).random((5,), dtype=numpy.float64))
-    other = backend.to_numpy(backend.rng(8).random((5,), dtype=numpy.float64))
+    first = backend.to_numpy(rng.generator(7).random((5,), dtype=numpy.float64))
+    again = backend.to_numpy(rng.generator(7).random((5,), dtype=numpy.float64))
+    other = backend.to_numpy(rng.generator(8).random((5,), dtype=numpy.float64))
     numpy.testing.assert_array_equal(first, again)
     assert not numpy.array_equal(first, other)

@@ -192,7 +192,7 @@ def test_whole_sequence_kernels_match_the_reference(cell, dtype, steps, batch, h
     """One direction of a layer over a padded batch (lengths 1..T), forward and back through time: the
     outputs, the final state, dx, the gradient of the initial state and the four weight gradients. The
     gradient reaches the outputs, the final state or both (the encoder's cases)."""
-    from minis2s.loss import length_mask
+    from minis2s.nn.layers import length_mask
     from minis2s.nn import rnn
     from minis2s.nn.rnn_cells import CELLS
     rng = numpy.random.default_rng(seed)
@@ -227,7 +227,7 @@ def test_whole_sequence_kernels_match_the_reference(cell, dtype, steps, batch, h
 def test_a_reference_forward_is_taken_back_by_the_reference_backward():
     """The switch turned between a forward and its backward: the whole-sequence backward hands a cache of
     step caches to the reference instead of misreading it."""
-    from minis2s.loss import length_mask
+    from minis2s.nn.layers import length_mask
     from minis2s.nn import rnn
     from minis2s.nn.rnn_cells import CELLS
     rng = numpy.random.default_rng(0)

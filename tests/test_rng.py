@@ -39,7 +39,7 @@ def test_uniform_in_the_unit_interval(dtype):
 def test_the_same_numbers_on_every_backend(xp):
     on_numpy = rng.CounterRNG(11, numpy).random((3, 4), dtype=numpy.float32)
     with dispatch.reference_path():
-        here = host(backend.rng(11).random((3, 4), dtype=numpy.float32))
+        here = host(rng.generator(11).random((3, 4), dtype=numpy.float32))
     assert numpy.array_equal(here, on_numpy)
 
 

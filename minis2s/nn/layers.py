@@ -191,6 +191,14 @@ class Linear(Module):
         return linear_backward(dy, cache, self.params["weight"], self.grads["weight"], self.grads.get("bias"))
 
 
+# ----------------------------------------------------------------------------- masks
+
+def length_mask(lengths, steps):
+    """(T, B) boolean mask m_t: True where t < lengths[b], a real (not padded) position."""
+    xp = backend.array_module(lengths)
+    return xp.arange(steps)[:, None] < lengths[None, :]
+
+
 # ----------------------------------------------------------------------------- dropout
 
 def dropout_mask(shape, p, rng, dtype):

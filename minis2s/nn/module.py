@@ -18,7 +18,7 @@ needs travels in the explicit cache that forward returns.
 """
 import numpy
 
-from .. import backend
+from .. import backend, rng
 
 
 class Module:
@@ -31,11 +31,11 @@ class Module:
         # Host generator for initial weights: the same numbers on NumPy and CuPy.
         self.init_rng = numpy.random.default_rng(seed)
         # Backend generator for dropout masks; reseed with ``reseed`` for fixed masks.
-        self.rng = backend.rng(seed + 1)
+        self.rng = rng.generator(seed + 1)
 
     def reseed(self, seed):
         """Restart this module's (and its sub-modules') dropout generator at ``seed``."""
-        self.rng = backend.rng(seed)
+        self.rng = rng.generator(seed)
         for offset, module in enumerate(self.modules.values(), start=1):
             module.reseed(seed + 7919 * offset)
 

@@ -39,9 +39,8 @@ import numpy
 
 from .. import backend
 from ..dispatch import twin
-from ..loss import length_mask
 from . import init
-from .layers import dropout_backward, dropout_forward
+from .layers import dropout_backward, dropout_forward, length_mask
 from .module import Module
 from .rnn_cells import CELLS
 
