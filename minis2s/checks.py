@@ -293,6 +293,31 @@ def transformer_problem(norm_first=True, tie_embeddings=False, positional="sinus
     return whole_model_problem(model, batch, label_smoothing, seed, max_elements)
 
 
+def transformer_logits_problem(norm_first=False, tie_embeddings=True, seed=0, max_elements=None):
+    """A Transformer's ``forward`` to the logits and its ``backward`` from a random dlogits at the real
+    positions (the path without the loss: L = sum logits * dlogits), on a padded batch."""
+    from .transformer import Transformer
+    rng = numpy.random.default_rng(seed)
+    model = Transformer(9, 8, d_model=4, num_heads=2, num_encoder_layers=1, num_decoder_layers=1, ff_size=5,
+                        dropout=0.0, norm_first=norm_first, tie_embeddings=tie_embeddings, dtype=F64, seed=seed)
+    _redraw_biases(model, rng)
+    batch = random_batch(rng, (3, 1, 4), (2, 3, 1), 9, 8)
+    real = layers.length_mask(batch.tgt_lengths, batch.tgt_in.shape[0])[..., None]
+    dlogits = _normal(rng, model.forward(batch, train=False)[0].shape) * real   # padded outputs unused, as
+    # in the loss: the <pad> row, which learns nothing, feeds only them
+
+    def objective():
+        return backend.to_float((model.forward(batch, train=False)[0] * dlogits).sum())
+
+    def analytic():
+        model.zero_grad()
+        _, cache = model.forward(batch, train=False)
+        model.backward(dlogits, cache)
+        return {name: grad.copy() for name, grad in model.grads.items()}
+
+    return gradcheck.Problem(objective, model.params, analytic, max_elements, 1e-5, seed)
+
+
 def whole_model_problem(model, batch, label_smoothing, seed, max_elements=None):
     """Every parameter of a model (Seq2Seq or Transformer) through ``loss_and_grads``; the objective the
     same mean cross-entropy from ``forward``, the dropout generator restarted at each call."""
@@ -397,6 +422,7 @@ CATALOGUE = {
         lambda: transformer_problem(tie_embeddings=True, positional="learned", label_smoothing=0.1),
     "Transformer (post-norm, tied embeddings, padded, dropout)":
         lambda: transformer_problem(norm_first=False, tie_embeddings=True, dropout=0.2),
+    "Transformer logits, forward and backward (post-norm, tied, padded)": transformer_logits_problem,
     "Bahdanau attention (Seq2Seq, GRU, bidirectional)":
         lambda: seq2seq_problem("gru", "bahdanau", bidirectional=True),
     "Luong dot attention (Seq2Seq, LSTM, input feeding)":
