@@ -103,11 +103,12 @@ class Recomputing:
         self.model = model
 
     def start(self, src, src_lengths):
-        encoded, _, _ = self.model.start(src, src_lengths)
-        return encoded, [], None
+        memory, padding, _, _ = self.model.encode(src, src_lengths, train=False)
+        return (memory, padding), [], None                  # the decoder reads the whole memory each step
 
     def repeat_encoded(self, encoded, rows):
-        return self.model.repeat_encoded(encoded, rows)
+        memory, padding = encoded
+        return memory[:, rows], padding[rows]
 
     def select_state(self, state, feed, rows):
         return [tokens[rows] for tokens in state], None
@@ -118,7 +119,8 @@ class Recomputing:
         model = self.model
         prefix = state + [tokens]
         y, _ = model.tgt_input.forward(backend.xp().stack(prefix), 0, train=False)          # (t, B, E)
-        h, (caches, _) = model.decoder.forward(y, encoded.memory, None, encoded.padding, train=False)
+        memory, padding = encoded
+        h, (caches, _) = model.decoder.forward(y, memory, None, padding, train=False)
         logits, _ = linear_forward(h[-1], model.output_weight)
         weights = caches[-1].cross_attention.attention.weights[:, :, -1].mean(axis=1).T
         return log_softmax_forward(logits), prefix, None, weights

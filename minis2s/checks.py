@@ -225,8 +225,7 @@ def _redraw_biases(module, rng):
     for name, value in module.params.items():
         if name.endswith("bias"):
             value[...] = backend.asarray(0.3 * rng.standard_normal(value.shape))
-        elif name.endswith("norm1.weight") or name.endswith("norm2.weight") or name.endswith("norm3.weight") \
-                or name.endswith("norm.weight"):
+        elif name.endswith(".weight") and name.split(".")[-2].startswith("norm"):     # a layer norm's
             value[...] = backend.asarray(1.0 + 0.3 * rng.standard_normal(value.shape))
 
 

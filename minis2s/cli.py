@@ -133,8 +133,8 @@ def add_train(commands):
                           help="the global batch: under mpiexec -n R each rank computes a share of it")
     training.add_argument("--accumulate", type=_positive(int), default=1,
                           help="one optimiser step per N batches, the loss a mean over all their target tokens")
-    training.add_argument("--lr", type=_positive(float), default=None,
-                          help="the learning rate; with --lr-schedule noam its peak (default 1e-3)")
+    training.add_argument("--lr", type=_positive(float), default=1e-3,
+                          help="the learning rate; with --lr-schedule noam its peak")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     training.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
@@ -176,8 +176,8 @@ def add_train(commands):
 
 TRANSFORMER_WARMUP = 1000
 ARCH_DEFAULTS = {               # the flags whose default depends on --arch
-    "rnn": dict(num_layers=1, dropout=0.0, lr=1e-3, warmup_steps=0, lr_schedule="constant"),
-    "transformer": dict(num_layers=3, dropout=0.1, lr=1e-3, warmup_steps=TRANSFORMER_WARMUP, lr_schedule="noam"),
+    "rnn": dict(num_layers=1, dropout=0.0, warmup_steps=0, lr_schedule="constant"),
+    "transformer": dict(num_layers=3, dropout=0.1, warmup_steps=TRANSFORMER_WARMUP, lr_schedule="noam"),
 }
 
 
@@ -207,7 +207,7 @@ def _build_model(args, src_vocab_size, tgt_vocab_size):
                    label_smoothing=args.label_smoothing, attentional_output=args.attentional_output)
 
 
-def _describe(args, model):
+def _describe(args):
     if args.arch == "transformer":
         return (f"Transformer {args.num_layers} + {args.num_layers} layers, d {args.d_model}, {args.num_heads} heads, "
                 f"ff {args.ff_size}, {args.norm}-norm")
@@ -267,7 +267,7 @@ def cmd_train(args):
     model = _build_model(args, len(corpus.src_vocab), len(corpus.tgt_vocab))
     translator = Translator(model, corpus.src_vocab, corpus.tgt_vocab, corpus.src_tokenizer, corpus.tgt_tokenizer)
     ranks = f", {comm.size} processes (data parallel)" if comm.size > 1 else ""
-    say(f"model: {_describe(args, model)}, {model.num_params():,} parameters, "
+    say(f"model: {_describe(args)}, {model.num_params():,} parameters, "
         f"backend {backend.name()}{ranks}", flush=True)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
                          momentum=args.momentum, weight_decay=args.weight_decay, clip=args.clip,

@@ -17,6 +17,7 @@ import numpy
 
 from . import backend, checkpoint
 from .loss import sequence_logprobs
+from .model import full_config
 from .nn.layers import log_softmax_forward
 
 
@@ -74,11 +75,10 @@ def average(paths, out_path):
     metas = [meta for _, meta, _ in loaded]
     same_vocabularies(metas, paths)
     first_params = loaded[0][0]
-    defaults = {"attentional_output": False}           # what a checkpoint written before the option meant
     for (params, meta, _), path in zip(loaded[1:], paths[1:]):
-        architecture = {k: v for k, v in {**defaults, **meta.get("model", {})}.items()
+        architecture = {k: v for k, v in full_config(meta.get("model", {})).items()    # options left out: defaults
                         if k not in ("seed", "teacher_forcing", "dropout", "label_smoothing")}
-        expected = {k: v for k, v in {**defaults, **metas[0].get("model", {})}.items() if k in architecture}
+        expected = {k: v for k, v in full_config(metas[0].get("model", {})).items() if k in architecture}
         if architecture != expected or set(params) != set(first_params) or any(
                 params[name].shape != first_params[name].shape for name in params):
             differs = sorted(k for k in set(architecture) | set(expected) if architecture.get(k) != expected.get(k))

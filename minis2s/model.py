@@ -24,6 +24,7 @@ drawn per sentence and step, with the ratio lowered over training. The guess is 
 flows through it, exactly as in PyTorch, where argmax is not differentiable; the gradient reaches
 the guessed token's embedding only. A guess is never <pad> or <bos> (no sentence contains them).
 """
+import inspect
 from typing import NamedTuple
 
 from . import backend
@@ -401,13 +402,22 @@ class Seq2Seq(Module):
         return log_softmax_forward(logits), state, feed, weights
 
 
+def _model_class(config):
+    """Transformer when a checkpoint's ``model`` config says ``arch = transformer``, else Seq2Seq
+    (checkpoints written before the Transformer have no ``arch``)."""
+    return Transformer if config.get("arch", "rnn") == "transformer" else Seq2Seq
+
+
 def build(config):
-    """The model a checkpoint's ``model`` config describes: a Transformer when its ``arch`` says so, else a
-    Seq2Seq (checkpoints written before the Transformer have no ``arch``)."""
-    config = dict(config)
-    if config.pop("arch", "rnn") == "transformer":
-        return Transformer(**config)
-    return Seq2Seq(**config)
+    """The model a checkpoint's ``model`` config describes."""
+    return _model_class(config)(**{k: v for k, v in config.items() if k != "arch"})
+
+
+def full_config(config):
+    """``config`` with every constructor option it leaves out at its default: what a checkpoint written
+    before an option existed means (and what ``build`` then builds)."""
+    parameters = inspect.signature(_model_class(config).__init__).parameters.values()
+    return {**{p.name: p.default for p in parameters if p.default is not p.empty}, **config}
 
 
 def best_output(scores):

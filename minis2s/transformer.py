@@ -37,11 +37,10 @@ class TransformerCache(NamedTuple):
 
 
 class TransformerEncoded(NamedTuple):
-    """What decoding needs from the source, made once a sentence."""
-    memory: object        # (S, B, E) the encoder's output
+    """What decoding needs from the source, made once a sentence: the decoder reads the encoder's output
+    only through each layer's keys and values of it."""
     padding: object       # (B, S) True = padding (PyTorch's key_padding_mask)
     memory_kv: list       # for each decoder layer, the source's (K, V), (B, h, S, d) each
-    mask: object          # (S, B) real source positions, as Seq2Seq's Encoded
 
 
 class DecoderState(NamedTuple):
@@ -171,13 +170,11 @@ class Transformer(Module):
         """Encode for decoding: TransformerEncoded, the empty DecoderState, no feed."""
         memory, padding, _, _ = self.encode(src, src_lengths, train=False)
         memory_kv = [layer.memory_keys_values(memory) for layer in self.decoder.layers]
-        encoded = TransformerEncoded(memory, padding, memory_kv, ~padding.T)
-        return encoded, DecoderState(0, [None] * len(self.decoder.layers)), None
+        return TransformerEncoded(padding, memory_kv), DecoderState(0, [None] * len(self.decoder.layers)), None
 
     def repeat_encoded(self, encoded, rows):
         """The encoded sentences at ``rows`` (B',): beam search repeats, and drops finished sentences."""
-        return TransformerEncoded(encoded.memory[:, rows], encoded.padding[rows],
-                                  [(k[rows], v[rows]) for k, v in encoded.memory_kv], encoded.mask[:, rows])
+        return TransformerEncoded(encoded.padding[rows], [(k[rows], v[rows]) for k, v in encoded.memory_kv])
 
     def select_state(self, state, feed, rows):
         """The kept keys and values of the beams at ``rows``: the cache follows the back-pointers."""

@@ -5,7 +5,7 @@
     dx = rstd (dn - mean dn - n mean (dn n)),  dn = dy w;  dw = sum_rows dy n,  db = sum_rows dy
 
 A block's threads stride over its row; each row sum is a tree reduction in shared memory, in float64
-(``layers.block_sum``).
+(``layers.block_reduce``).
 The parameter gradients dw, db are a second launch, a thread a column summing over the rows in order:
 no float atomics, so the result is the same at every run.
 """
@@ -16,7 +16,7 @@ from numba import cuda, float64
 from minis2s import backend
 
 from . import stream_of
-from .layers import THREADS, block_sum
+from .layers import THREADS, block_reduce
 
 
 @cuda.jit
@@ -27,12 +27,12 @@ def _norm_forward(x, weight, bias, eps, y, norm, rstd):
     partial = 0.0
     for i in range(tid, size, THREADS):
         partial += x[r, i]
-    mu = block_sum(partial, shared) / size
+    mu = block_reduce(partial, shared, False) / size
     partial = 0.0
     for i in range(tid, size, THREADS):
         centred = x[r, i] - mu
         partial += centred * centred
-    inverse = 1.0 / math.sqrt(block_sum(partial, shared) / size + eps)
+    inverse = 1.0 / math.sqrt(block_reduce(partial, shared, False) / size + eps)
     if tid == 0:
         rstd[r] = inverse
     for i in range(tid, size, THREADS):
@@ -62,8 +62,8 @@ def _norm_backward(dy, norm, rstd, weight, dx):
         dn = dy[r, i] * weight[i]
         mean_dn += dn
         mean_dn_n += dn * norm[r, i]
-    mean_dn = block_sum(mean_dn, shared) / size
-    mean_dn_n = block_sum(mean_dn_n, shared) / size
+    mean_dn = block_reduce(mean_dn, shared, False) / size
+    mean_dn_n = block_reduce(mean_dn_n, shared, False) / size
     for i in range(tid, size, THREADS):
         dx[r, i] = rstd[r] * (dy[r, i] * weight[i] - mean_dn - norm[r, i] * mean_dn_n)
 

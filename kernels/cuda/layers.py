@@ -19,36 +19,25 @@ THREADS = 128
 
 
 @cuda.jit(device=True)
-def block_sum(value, shared):
-    """The sum of ``value`` over the block's threads, every thread getting it (THREADS a power of 2)."""
+def block_reduce(value, shared, maximum):
+    """The sum (or, with ``maximum``, the largest) of ``value`` over the block's threads, every thread
+    getting it: a tree in shared memory, THREADS a power of 2."""
     tid = cuda.threadIdx.x
     shared[tid] = value
     cuda.syncthreads()
     half = THREADS // 2
     while half > 0:
         if tid < half:
-            shared[tid] += shared[tid + half]
+            other = shared[tid + half]
+            if not maximum:
+                shared[tid] += other
+            elif other > shared[tid]:
+                shared[tid] = other
         cuda.syncthreads()
         half //= 2
-    total = shared[0]
+    result = shared[0]
     cuda.syncthreads()
-    return total
-
-
-@cuda.jit(device=True)
-def block_max(value, shared):
-    tid = cuda.threadIdx.x
-    shared[tid] = value
-    cuda.syncthreads()
-    half = THREADS // 2
-    while half > 0:
-        if tid < half and shared[tid + half] > shared[tid]:
-            shared[tid] = shared[tid + half]
-        cuda.syncthreads()
-        half //= 2
-    top = shared[0]
-    cuda.syncthreads()
-    return top
+    return result
 
 
 @cuda.jit
@@ -59,13 +48,13 @@ def _softmax(a, y):
     top = -math.inf
     for v in range(tid, size, THREADS):
         top = max(top, float64(a[r, v]))
-    top = block_max(top, shared)
+    top = block_reduce(top, shared, True)
     partial = 0.0
     for v in range(tid, size, THREADS):
         e = math.exp(float64(a[r, v]) - top) if a[r, v] != -math.inf else 0.0
         y[r, v] = e
         partial += e
-    total = block_sum(partial, shared)
+    total = block_reduce(partial, shared, False)
     for v in range(tid, size, THREADS):
         y[r, v] = y[r, v] / total
 
@@ -89,7 +78,7 @@ def _softmax_backward(dy, y, da):
     partial = 0.0
     for v in range(tid, dy.shape[1], THREADS):
         partial += dy[r, v] * y[r, v]
-    dot = block_sum(partial, shared)
+    dot = block_reduce(partial, shared, False)
     for v in range(tid, dy.shape[1], THREADS):
         da[r, v] = y[r, v] * (dy[r, v] - dot)
 

@@ -197,7 +197,6 @@ class TransformerDecoderLayer(Module):
         dh, _, _ = self.self_attn.backward(dbranch, cache.self_attention)
         return sublayer_input_backward(dresidual, dh, cache.first, self.norm1), dmemory
 
-
     # ------------------------------------------------------------------ decoding, one position at a time
 
     def memory_keys_values(self, memory):
@@ -322,7 +321,7 @@ class TransformerInput(Module):
         super().__init__(dtype, seed)
         if positional not in ("sinusoidal", "learned"):
             raise ValueError(f"positional must be 'sinusoidal' or 'learned', got {positional!r}")
-        self.d_model, self.positional, self.max_len, self.dropout = d_model, positional, max_len, dropout
+        self.d_model, self.max_len, self.dropout = d_model, max_len, dropout
         self.scale = math.sqrt(d_model)
         self.embedding = self.add_module("embedding", Embedding(vocab_size, d_model, padding_idx, dtype, seed))
         self.positions = None
@@ -331,7 +330,7 @@ class TransformerInput(Module):
         self.table = sinusoidal_positions(max_len, d_model, backend.xp(), self.dtype) if positional == "sinusoidal" \
             else None
 
-    def position_codes(self, start, length, batch):
+    def position_codes(self, start, length):
         """P[start .. start + length - 1] -> (length, 1, E) and the learned table's cache (or None). The
         sinusoids go on past max_len (the table grows); learned positions end there."""
         if self.positions is None:
@@ -348,7 +347,7 @@ class TransformerInput(Module):
     def forward(self, tokens, start=0, train=True):
         """tokens (S, B) at positions start.. -> x (S, B, E), InputCache."""
         emb, embedding = self.embedding.forward(tokens)
-        codes, positions = self.position_codes(start, tokens.shape[0], tokens.shape[1])
+        codes, positions = self.position_codes(start, tokens.shape[0])
         x, drop_mask = dropout_forward(emb * self.scale + codes, self.dropout, self.rng, train)
         return x, InputCache(embedding, positions, drop_mask)
 
