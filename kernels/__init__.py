@@ -26,7 +26,10 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
     scalar.py     tanh_of, exp_of, max_of: float32 tanh and exp, and a running maximum, that LLVM
                   vectorises inside those loops
     embedding.py  scatter_add_rows: the embedding gradient
-    decode.py     top_k: beam search's selection, one pass, no (B, k*V) temporary
+    beam.py       beam_search: the textbook search's twin, every sentence at once as array code on the
+                  device (NumPy or CuPy), the batch shrinking as sentences finish, back-pointers read
+                  back once after the loop
+    decode.py     top_k: that search's selection, one pass, no (B, k*V) temporary
     optim.py      adam_update: one pass over p, g, m, v
     rng.py        uniform: the counter-based generator, hash and float in one pass
 

@@ -1,11 +1,11 @@
-"""Beam search's selection: the fast twin of the top-k step in ``minis2s.decode.beam_search``.
+"""Beam search's selection: the k best extensions of every sentence's beams, for kernels/beam.py.
 
 Reference, for each sentence b with beams j = 0..k-1 and words v:
 
-    candidates[b, j*V + v] = scores[b, j] + logp[b*k + j, v]        (all -inf for a finished sentence)
+    candidates[b, j*V + v] = scores[b, j] + logp[b*k + j, v]
     best = the k largest candidates, in decreasing order
 
-The reference materialises the (B, k*V) candidates and runs ``argpartition`` on them (1.6 ms a step
+Array code (kernels/beam.py: top_k) materialises the (B, k*V) candidates and runs ``argpartition`` on them (1.6 ms a step
 for 32 sentences, k = 5, V = 1,000: 44% of beam search at the ``small`` size). Here one pass reads
 logp once and keeps a sorted list of the k best so far. The words go in blocks of 64: a block whose
 largest log-probability (a vectorised maximum) does not beat the k-th best, nearly every block once the
@@ -30,15 +30,13 @@ def _block_max(block):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _top_k(scores, logp, done, best, best_scores):
+def _top_k(scores, logp, best, best_scores):
     size, k = scores.shape
     vocab = logp.shape[1]
     for b in range(size):
         for j in range(k):
             best_scores[b, j] = -numpy.inf
             best[b, j] = j                              # valid indices even where nothing is finite
-        if done[b]:
-            continue
         for j in range(k):
             base = scores[b, j]
             if base == -numpy.inf:                        # a beam not (or no longer) alive
@@ -60,10 +58,13 @@ def _top_k(scores, logp, done, best, best_scores):
                         best[b, position] = j * vocab + start + u
 
 
-def top_k(scores, logp, done):
-    """scores (B, k) float64, logp (B*k, V) float32 or float64, done (B,) bool -> best (B, k) indices j*V + v into
+def top_k(scores, logp):
+    """scores (B, k) float64, logp (B*k, V) float32 or float64 -> best (B, k) indices j*V + v into
     each sentence's candidates, best_scores (B, k), both in decreasing order of score."""
     best = numpy.empty(scores.shape, dtype=numpy.int64)
     best_scores = numpy.empty(scores.shape, dtype=numpy.float64)
-    _top_k(scores, logp, done, best, best_scores)
+    _top_k(scores, logp, best, best_scores)
     return best, best_scores
+
+
+from .beam import beam_search  # noqa: E402  the twin of minis2s.decode.beam_search (array code, with top_k above)

@@ -2,8 +2,8 @@
 
 Greedy: y_t = argmax_v log p(v | y_<t, x), until <eos> or the length limit.
 
-Beam search, batched over sentences: each sentence keeps k partial translations (beams), B*k rows
-through the decoder at once. At each step every beam is extended by every word,
+Beam search keeps k partial translations (beams) of a sentence, the rows of one decoder batch. At
+each step every beam is extended by every word,
 
     score(y_<=t) = score(y_<t) + log p(y_t | y_<t, x)              (the raw log-probability)
 
@@ -22,7 +22,9 @@ a finished translation is ranked by
 which costs every source word the attention has covered less than once in total. A sentence is done
 when it has k finished translations, or at the length limit, where its live beams join the finished list. With k = 1 and no length normalisation it finds
 exactly what greedy search finds (a test holds the two against each other). The derivation of the
-scores and of the bookkeeping: docs/derivations/beam-search.md.
+scores and of the bookkeeping: docs/derivations/beam-search.md. What you read here searches one
+sentence at a time; its twin (kernels/beam.py) searches every sentence of the batch at once, on the
+device, and finds the same translations with the same scores.
 Options: min_length (no <eos> before), max_length (default 2 * source length + 10),
 block_ngram_repeat n (no n-gram twice in one translation), nbest (how many to return),
 replace_unk (an <unk> in the output becomes the source token the attention weighted most).
@@ -96,7 +98,8 @@ def greedy(model, src_seqs, max_length=None, min_length=0, choose=most_likely):
     batch = collate(src_seqs)
     size = len(src_seqs)
     encoded, state, feed = model.start(batch.src, batch.src_lengths)
-    limits = _limits(backend.to_numpy(batch.src_lengths), max_length)          # one copy, before the loop
+    src_lengths = backend.to_numpy(batch.src_lengths)
+    limits = _limits(src_lengths, max_length)                                   # one copy, before the loop
     limit = backend.asarray(limits)
     alive = numpy.arange(size)                                # the sentences still decoding, on the host
     tokens = xp.full((size,), BOS, dtype=xp.int64)            # every sentence starts from <bos>
@@ -129,7 +132,7 @@ def greedy(model, src_seqs, max_length=None, min_length=0, choose=most_likely):
     hypotheses = []
     for b in range(size):
         words = [int(w) for w in words_per_step[:steps[b], b]]
-        weights = None if attention is None else attention[:steps[b], b]
+        weights = None if attention is None else attention[:steps[b], b, :src_lengths[b]]   # (|y|, S_b)
         if words[-1] == EOS:
             words = words[:-1]
         hypotheses.append(Hypothesis(words, float(logprob[b]), float(logprob[b]), weights))
@@ -182,138 +185,92 @@ def _full(shape, fill, rows, values):
     return full
 
 
-@twin("decode.top_k")
-def top_k(scores, logp, done):
-    """The k best extensions of each sentence's beams.
-
-    scores (B, k) the beams' scores (-inf: no live beam there), logp (B*k, V), done (B,) ->
-    best (B, k) indices j*V + v into each sentence's k*V candidates, best_scores (B, k), best first.
-    """
-    xp = backend.array_module(logp)
-    size, k = scores.shape
-    candidates = (scores.reshape(-1, 1) + logp.astype(xp.float64)).reshape(size, -1)   # score + log p
-    candidates = xp.where(done[:, None], -numpy.inf, candidates)       # a finished sentence extends nothing
-    best = xp.argpartition(-candidates, k - 1, axis=1)[:, :k]           # the k best, unordered: O(kV)
-    best_scores = xp.take_along_axis(candidates, best, axis=1)
-    order = xp.argsort(-best_scores, axis=1, kind="stable")             # then only those k sorted
-    return xp.take_along_axis(best, order, axis=1), xp.take_along_axis(best_scores, order, axis=1)
+class Beam(NamedTuple):
+    """A partial translation in the beam."""
+    tokens: list              # the words so far (ids; the last may be <eos>)
+    logprob: float            # the sum of their log-probabilities
+    attention: list           # each step's attention weights (S,), or None without attention
 
 
-@constant_weights()
+@constant_weights()               # the weights stay fixed while decoding (a fast path may keep copies of them)
+@twin("decode.beam_search", follow="backend")    # kernels/beam.py: every sentence at once, on the device
 def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
                 alpha=0.6, block_ngram_repeat=0, replace_unk=False, coverage_penalty=0.0):
     """src_seqs: lists of source ids -> per sentence a list of ``nbest`` Hypothesis, best first.
 
-    The bookkeeping is array code over all sentences and beams at once, where the model runs: a step
-    copies one (B,) flag to the host ("which sentences are done?"), never the (B*k, V) log-probabilities;
-    a done sentence leaves the batch (its k rows of the state and of the encoder's output are dropped).
-    Each step records, per beam, the word, the parent beam (back-pointer) and, where the extension
-    finished, its score;
-    after the loop these come to the host once and each finished translation is read back along its
-    back-pointers. (Only ``block_ngram_repeat`` reads the histories during the search, on the host.)
+    One sentence at a time: its live beams are the rows of one decoder batch. At each step every beam
+    is extended by every word, the k best extensions (of all the beams' k*V) are kept, and those that
+    end (in <eos>, or at the length limit) move to the finished list. The sentence is done when k
+    translations have finished, or at the limit.
     """
     if beam_size < 1 or nbest < 1 or nbest > beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
-    xp = backend.xp()
-    batch = collate(src_seqs)
-    size, k = len(src_seqs), beam_size
-    encoded, state, feed = model.start(batch.src, batch.src_lengths)
-    # every sentence's rows repeated k times: row b*k + j is beam j of sentence b
-    rows = xp.repeat(xp.arange(size), k)
-    encoded = model.repeat_encoded(encoded, rows)
-    state, feed = model.select_state(state, feed, rows)
-    src_lengths = backend.to_numpy(batch.src_lengths)                           # one copy, before the loop
-    limits = _limits(src_lengths, max_length)
-    limit = backend.asarray(limits)
-
-    alive = numpy.arange(size)                           # the sentences still decoding, on the host
-    scores = xp.full((size, k), -numpy.inf)
-    scores[:, 0] = 0.0                                   # one live beam to start with
-    tokens = xp.full((size * k,), BOS, dtype=xp.int64)
-    words_per_step, back_per_step, finished_per_step, attention_per_step = [], [], [], []   # (B, k) a step
-    finished = xp.zeros(size, dtype=xp.int64)           # finished translations per sentence
-    for step in range(int(limits.max())):
-        logp, state, feed, weights = model.step(tokens, state, feed, encoded)   # (A*k, V): the A alive ones
-        logp = _forbid(logp, step, min_length)
-        if block_ngram_repeat:
-            logp = _block_repeats(logp, words_per_step, back_per_step, block_ngram_repeat, k, alive)
-        active = len(alive)
-        best, best_scores = top_k(scores, logp, xp.zeros(active, dtype=bool))   # none done: those left
-        vocab = logp.shape[1]
-        back, words = best // vocab, best % vocab                        # parent beam, new word: (A, k)
-        rows = backend.asarray(alive)
-        at_limit = step + 1 >= limit[rows]                               # (A,)
-        live = xp.isfinite(best_scores)
-        ends = live & ((words == EOS) | at_limit[:, None])              # these leave for the finished list
-        words_per_step.append(_full((size, k), PAD, rows, words))
-        back_per_step.append(_full((size, k), 0, rows, back))
-        finished_per_step.append(_full((size, k), -numpy.inf, rows, xp.where(ends, best_scores, -numpy.inf)))
-        attention_per_step.append(None if weights is None else
-                                  _full((size, k, weights.shape[0]), 0, rows, weights.T.reshape(active, k, -1)))
-        scores = xp.where(ends, -numpy.inf, best_scores)                # the slot is free again
-        finished += ends.sum(axis=1)
-        done = backend.to_numpy((finished >= k) | at_limit)             # one copy a step
-        if done.all():
-            break
-        parents = xp.arange(active)[:, None] * k + back                  # each beam's parent row, (A, k)
-        tokens = words
-        if done.any():                                                   # the done sentences leave the batch
-            keep = backend.asarray(numpy.flatnonzero(~done))
-            alive = alive[~done]
-            parents, tokens, scores, finished = parents[keep], words[keep], scores[keep], finished[keep]
-            encoded = model.repeat_encoded(encoded, (keep[:, None] * k + xp.arange(k)).reshape(-1))
-        state, feed = model.select_state(state, feed, parents.reshape(-1))   # each beam's parent
-        tokens = tokens.reshape(-1)
-
-    # to the host, once: (T, B, k) words, back-pointers, finished scores; (T, B, k, S) attention
-    words_per_step, back_per_step, finished_per_step = (backend.to_numpy(xp.stack(history)) for history in
-                                                        (words_per_step, back_per_step, finished_per_step))
-    attention = None if attention_per_step[0] is None else backend.to_numpy(xp.stack(attention_per_step))
-    src_host = backend.to_numpy(batch.src) if replace_unk else None
-    hypotheses = _backtrack(words_per_step, back_per_step, finished_per_step, attention, normalize, alpha)
-    if coverage_penalty:
-        if attention is None:
-            raise ValueError("coverage_penalty needs a model with attention (it scores the attention's coverage)")
-        hypotheses = [[h._replace(score=h.score + coverage(h.attention, src_lengths[b], coverage_penalty))
-                       for h in found] for b, found in enumerate(hypotheses)]
-    results = []
-    for b in range(size):
-        ranked = sorted(hypotheses[b], key=lambda h: -h.score)[:nbest]     # stable: ties in the order they ended
+    found = []
+    for source in src_seqs:
+        batch = collate([source])                                        # one sentence, with its <eos>
+        ended = _beams_of_one(model, batch, beam_size, max_length, min_length, block_ngram_repeat)
+        source_ids = backend.to_numpy(batch.src)[:, 0]
+        hypotheses = []
+        for beam in ended:
+            words = beam.tokens[:-1] if beam.tokens[-1] == EOS else beam.tokens
+            attention = None if beam.attention is None else numpy.stack(beam.attention)   # (|y|, S)
+            score = beam.logprob / length_penalty(len(beam.tokens), normalize, alpha)     # |y| counts the <eos>
+            if coverage_penalty:
+                if attention is None:
+                    raise ValueError("coverage_penalty needs a model with attention "
+                                     "(it scores the attention's coverage)")
+                score += coverage(attention, len(source_ids), coverage_penalty)
+            hypotheses.append(Hypothesis(words, score, beam.logprob, attention))
+        ranked = sorted(hypotheses, key=lambda h: -h.score)[:nbest]       # stable: ties in the order they ended
         if replace_unk:
-            ranked = [_replace_unk(h, src_host[:src_lengths[b], b]) for h in ranked]
-        results.append(ranked)
-    return results
+            ranked = [_replace_unk(h, source_ids) for h in ranked]
+        found.append(ranked)
+    return found
 
 
-def _backtrack(words, back, finished, attention, normalize, alpha):
-    """Every finished translation read back from the histories, all at once, on the host.
+def _beams_of_one(model, batch, k, max_length, min_length, block_ngram_repeat):
+    """The search for one sentence -> its finished Beams, in the order they ended."""
+    encoded, state, feed = model.start(batch.src, batch.src_lengths)
+    first = encoded
+    limit = int(_limits(backend.to_numpy(batch.src_lengths), max_length)[0])
+    live, finished = [Beam([], 0.0, [])], []                              # one live beam: the empty one
+    for step in range(limit):
+        tokens = backend.asarray([beam.tokens[-1] if beam.tokens else BOS for beam in live], dtype="int64")
+        logp, state, feed, weights = model.step(tokens, state, feed, encoded)          # (n, V): a row a beam
+        logp = _forbid(backend.to_numpy(logp).astype(numpy.float64), step, min_length)
+        weights = None if weights is None else backend.to_numpy(weights)               # (S, n)
+        if block_ngram_repeat:
+            for row, beam in enumerate(live):
+                logp[row, _repeating(beam.tokens, block_ngram_repeat)] = -numpy.inf
+        candidates = numpy.array([beam.logprob for beam in live])[:, None] + logp      # score + log p, (n, V)
+        best = numpy.argsort(-candidates, axis=None, kind="stable")[:k]               # the k best (ties: lower index)
+        survivors = []
+        for index in best:
+            parent, word = divmod(int(index), logp.shape[1])                            # which beam, which word
+            if candidates[parent, word] == -numpy.inf:
+                break                                                                   # fewer than k possible
+            beam = live[parent]
+            grown = Beam(beam.tokens + [word], float(candidates[parent, word]),
+                         None if weights is None else beam.attention + [weights[:, parent]])
+            if word == EOS or step + 1 >= limit:
+                finished.append(grown)                                                  # it ends here
+            else:
+                survivors.append((parent, grown))
+        if len(finished) >= k or step + 1 >= limit or not survivors:
+            break
+        rows = backend.asarray([parent for parent, _ in survivors], dtype="int64")
+        state, feed = model.select_state(state, feed, rows)               # each survivor's parent's state
+        encoded = model.repeat_encoded(first, backend.xp().zeros(len(survivors), dtype="int64"))
+        live = [beam for _, beam in survivors]
+    return finished
 
-    words, back, finished (T, B, k): each step's word, parent beam and, where that extension finished,
-    its raw score (-inf elsewhere); attention (T, B, k, S) or None. A translation that ended at step t_h
-    in beam j of sentence b sat, at step t_h - 1, in beam back[t_h, b, j], and so on down to step 0: one
-    loop over the steps, from the last, moves every translation's beam index to its parent at once.
-    Returns per sentence its Hypothesis list, in the order they ended (by step, then beam).
-    """
-    ended_t, ended_b, ended_j = numpy.nonzero(numpy.isfinite(finished))      # (H,) each, step-major
-    steps = words.shape[0]
-    beam = numpy.zeros((len(ended_t), steps), dtype=numpy.int64)           # beam index at each step
-    j = ended_j.copy()
-    for t in reversed(range(steps)):
-        here = ended_t >= t                                                 # translations as long as t
-        beam[here, t] = j[here]
-        j = numpy.where(here, back[t, ended_b, j], j)                       # to the parent beam
-    tokens = words[numpy.arange(steps), ended_b[:, None], beam]             # (H, T), valid up to t_h
-    if attention is not None:                  # step t ran on the parent beam of the word chosen at t
-        parent = back[numpy.arange(steps), ended_b[:, None], beam]
-        attention = attention[numpy.arange(steps), ended_b[:, None], parent]   # (H, T, S)
-    hypotheses = [[] for _ in range(words.shape[1])]
-    for h, (t, b, row) in enumerate(zip(ended_t.tolist(), ended_b.tolist(), tokens.tolist())):
-        length = t + 1                                                      # with the <eos>, when it ended
-        logprob = float(finished[t, b, ended_j[h]])
-        hypotheses[b].append(Hypothesis(row[:length - 1] if row[t] == EOS else row[:length],
-                                        logprob / length_penalty(length, normalize, alpha), logprob,
-                                        None if attention is None else attention[h, :length]))
-    return hypotheses
+
+def _repeating(words, n):
+    """The words that would complete an n-gram already in ``words`` (block_ngram_repeat)."""
+    if len(words) < n - 1:
+        return []
+    prefix = words[len(words) - n + 1:] if n > 1 else []
+    return [words[i + n - 1] for i in range(len(words) - n + 1) if words[i:i + n - 1] == prefix]
 
 
 def coverage(attention, source_length, beta):
@@ -322,42 +279,6 @@ def coverage(attention, source_length, beta):
     every source word got at least a whole unit of attention in total, below 0 for each one that did not."""
     covered = attention[:, :source_length].sum(axis=0)                     # (S_b,): sum over the outputs
     return beta * float(numpy.log(numpy.minimum(covered, 1.0)).sum())
-
-
-def _path(history_back, b, j):
-    """The beam index, at every step from the first, of the hypothesis now in beam j of sentence b
-    (following the back-pointers from the last step to the first)."""
-    beams = []
-    for t in reversed(range(len(history_back))):
-        beams.append(j)
-        j = history_back[t][b][j]
-    return beams[::-1]
-
-
-def _block_repeats(logp, words_per_step, back_per_step, n, k, alive):
-    """Forbid any word that would complete an n-gram already in the beam's own translation. It walks
-    every beam's history, so it works on the host: logp comes over and goes back each step. Row
-    b * k + j of logp is beam j of sentence alive[b] of the histories."""
-    if len(words_per_step) < n - 1:
-        return logp
-    history_tokens = [backend.to_numpy(w) for w in words_per_step]
-    history_back = [backend.to_numpy(p) for p in back_per_step]
-    logp = backend.to_numpy(logp).copy()
-    size = logp.shape[0] // k
-    for b in range(size):
-        for j in range(k):
-            row = b * k + j
-            if not numpy.isfinite(logp[row]).any():
-                continue
-            sentence = alive[b]
-            words = [int(history_tokens[t][sentence, beam]) for t, beam in enumerate(_path(history_back, sentence, j))]
-            if len(words) < n - 1:
-                continue
-            prefix = tuple(words[len(words) - n + 1:]) if n > 1 else ()
-            for i in range(len(words) - n + 1):
-                if tuple(words[i:i + n - 1]) == prefix:
-                    logp[row, words[i + n - 1]] = -numpy.inf
-    return backend.asarray(logp)
 
 
 def _replace_unk(hypothesis, source_ids):

@@ -15,9 +15,10 @@ A call then goes through ``dispatch`` below, which runs the twin when
       ``with reference_path():`` turn them off,
     * the kernels can be loaded (they need Numba; without it minis2s says so once and runs the
       reference path everywhere),
-    * and every array argument is a NumPy array. A CuPy array goes to the CUDA twin in
-      ``kernels/cuda/`` where there is one (the same name), else to the reference; the strict
-      stand-in's arrays always keep the reference path: no kernel ever sees them.
+    * and every array argument is a NumPy array (a twin marked ``follow="backend"``, whose arguments
+      hold no array, as beam search's, follows the active backend instead). A CuPy array goes to the CUDA twin in ``kernels/cuda/`` where
+      there is one (the same name), else to the reference; the strict stand-in's arrays always keep
+      the reference path: no kernel ever sees them.
 
 Otherwise it runs the reference. Inside ``with constant_weights():`` (decoding: every step reads the same
 weights) a twin may keep what it derives from a weight, a transposed copy say, for the next step
@@ -152,6 +153,12 @@ def _on_cupy(args):
     return bool(arrays) and all(type(a).__module__.startswith("cupy") for a in arrays)
 
 
+def _backend_name():
+    """The active backend's name (for a twin that follows the backend: its arguments hold no array)."""
+    from . import backend
+    return backend.name()
+
+
 def _find_cuda_twin(name):
     """kernels/cuda/<module>.py's <function>, or None when there is none (or numba.cuda cannot load)."""
     module_name, function_name = name.split(".")
@@ -163,15 +170,21 @@ def _find_cuda_twin(name):
     return getattr(_cuda_modules[module_name], function_name, None)
 
 
-def twin(name):
+def twin(name, follow="arrays"):
     """Mark a reference function as having the fast twin ``kernels/<module>.py: <function>`` (NumPy arrays)
-    and, where ``kernels/cuda/<module>.py`` has one of that name, a CUDA twin (CuPy arrays)."""
+    and, where ``kernels/cuda/<module>.py`` has one of that name, a CUDA twin (CuPy arrays).
+    ``follow="backend"``: the arguments hold no array (beam search takes a model and lists of ids), so
+    the active backend decides: NumPy -> the twin, CuPy -> the CUDA twin, the stand-in -> the reference."""
+    if follow not in ("arrays", "backend"):
+        raise ValueError(f"follow must be 'arrays' or 'backend', got {follow!r}")
+
     def mark(reference):
         @functools.wraps(reference)
         def dispatch(*args, **kwargs):
-            if _enabled and _on_host(args) and _load() is not None:
+            where = _backend_name() if follow == "backend" else None
+            if _enabled and (where == "numpy" if where else _on_host(args)) and _load() is not None:
                 return _find_twin(name)(*args, **kwargs)
-            if _enabled and _on_cupy(args):
+            if _enabled and (where == "cupy" if where else _on_cupy(args)):
                 fast = _find_cuda_twin(name)
                 if fast is not None:
                     return fast(*args, **kwargs)

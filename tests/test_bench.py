@@ -26,8 +26,10 @@ def test_the_cupy_columns_run_on_the_stand_in_and_agree(gpu_bench, monkeypatch):
         assert row["train_tok_s"] > 0 and row["greedy_sent_s"] > 0 and row["beam_sent_s"] > 0
         assert row["d2h_train"] == 0                                 # a training step never waits for the device
         assert row["launches_train"] > 100 and row["host_us_train"] > 0   # the stand-in's count of CuPy's kernels
-        for search in ("d2h_greedy", "d2h_beam"):                   # the "all finished?" flag of each step (20
-            assert 1 <= row[search] <= 20 + 4                        # at most), the lengths and results once
+        assert 1 <= row["d2h_greedy"] <= 20 + 4                     # the "all finished?" flag of each step (20
+        assert row["d2h_beam"] >= 1                                  # at most), the lengths and results once;
+        # beam search on the stand-in is the textbook search (a copy a step a sentence); its batched twin, which
+        # a GPU runs, copies a flag a step: test_decode.py's test_the_batched_search_copies_one_flag_a_step
     assert "d2h_train" not in numpy_row
 
 

@@ -5,7 +5,11 @@ import pytest
 import minis2s
 from minis2s import backend, data
 from minis2s.decode import beam_search, greedy, length_penalty
+from minis2s.kernels import beam as batched
 from minis2s.model import Encoded
+
+# the textbook search (one sentence at a time) and its twin (every sentence at once, array code)
+SEARCHES = {"textbook": beam_search.reference, "batched": batched.beam_search}
 
 A, B, C, D = 4, 5, 6, 7
 
@@ -136,8 +140,9 @@ def test_decoding_matches_the_training_forward_pass():
         numpy.testing.assert_allclose(backend.to_numpy(logp), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("search", SEARCHES)
 @pytest.mark.parametrize("attention,eos_bias", [("none", 0.5), ("bahdanau", 2.0)])
-def test_every_beam_hypothesis_is_its_own_words_scored_by_the_model(attention, eos_bias):
+def test_every_beam_hypothesis_is_its_own_words_scored_by_the_model(attention, eos_bias, search):
     """Each n-best translation read back from the histories (decode._backtrack) is what the model gives
     its words: stepping the model through them, teacher forced, returns the reported log-probability
     (with <eos> when it ended, without when the length limit ended it), the length-normalised score and,
@@ -149,7 +154,7 @@ def test_every_beam_hypothesis_is_its_own_words_scored_by_the_model(attention, e
     model.params["decoder.out.bias"][data.EOS] += eos_bias             # some end by <eos>, some at the limit
     rng = numpy.random.default_rng(5)
     sources = [rng.integers(4, 13, size=rng.integers(1, 7)).tolist() for _ in range(5)]
-    found = beam_search(model, sources, beam_size=4, nbest=4, max_length=6, normalize="avg")
+    found = SEARCHES[search](model, sources, beam_size=4, nbest=4, max_length=6, normalize="avg")
     ended_early = 0
     for source, hypotheses in zip(sources, found):
         assert len(hypotheses) == 4
@@ -176,8 +181,9 @@ def test_every_beam_hypothesis_is_its_own_words_scored_by_the_model(attention, e
     assert 0 < ended_early < 20                             # both kinds of ending are met
 
 
+@pytest.mark.parametrize("search", SEARCHES)
 @pytest.mark.parametrize("attention,scale,eos_bias", [("none", 2.0, 0.0), ("luong-general", 3.0, 0.1)])
-def test_a_batch_decodes_as_its_sentences_do_one_by_one(attention, scale, eos_bias):
+def test_a_batch_decodes_as_its_sentences_do_one_by_one(attention, scale, eos_bias, search):
     """Sentences end at different steps and leave the batch as they do (their rows of the state and of
     the encoder's output dropped): each sentence's translations, scores and attention are still those
     it gets decoded alone, for greedy and for beam search (with n-gram blocking, which reads the
@@ -201,12 +207,109 @@ def test_a_batch_decodes_as_its_sentences_do_one_by_one(attention, scale, eos_bi
     assert len({len(h.tokens) for h in together}) > 3                 # they do end at different steps
     for source, batched in zip(sources, together):
         same(batched, greedy(model, [source])[0])
-    beamed = beam_search(model, sources, beam_size=3, nbest=3, block_ngram_repeat=2, normalize="avg")
+    beamed = SEARCHES[search](model, sources, beam_size=3, nbest=3, block_ngram_repeat=2, normalize="avg")
     for source, hypotheses in zip(sources, beamed):
-        alone = beam_search(model, [source], beam_size=3, nbest=3, block_ngram_repeat=2, normalize="avg")[0]
+        alone = SEARCHES[search](model, [source], beam_size=3, nbest=3, block_ngram_repeat=2,
+                                 normalize="avg")[0]
         assert len(hypotheses) == len(alone)
         for batched, single in zip(hypotheses, alone):
             same(batched, single)
+
+
+def _models():
+    """Shapes of model beam search meets: RNNs with each attention, a Transformer, an ensemble of two."""
+    from minis2s.ensemble import Ensemble
+    rnn = dict(emb_size=5, hidden_size=6, dtype="float64")
+    models = {"gru+bahdanau": minis2s.Seq2Seq(14, 14, cell="gru", attention="bahdanau", seed=2,
+                                              attentional_output=True, **rnn),
+              "lstm+luong, feeding": minis2s.Seq2Seq(14, 14, cell="lstm", attention="luong-general", seed=3,
+                                                     input_feeding=True, **rnn),
+              "rnn, none": minis2s.Seq2Seq(14, 14, cell="rnn", attention="none", seed=4, **rnn),
+              "transformer": minis2s.Transformer(14, 14, d_model=8, num_heads=2, num_encoder_layers=1,
+                                                 num_decoder_layers=1, ff_size=16,
+                                                 dropout=0.0, dtype="float64", seed=5)}
+    for model in models.values():
+        for value in model.params.values():                  # sharper distributions: beams that differ
+            value *= 2.5
+        if "decoder.out.bias" in model.params:
+            model.params["decoder.out.bias"][data.EOS] += 0.3    # some end by <eos>, some at the limit
+    models["ensemble"] = Ensemble([models["gru+bahdanau"], models["transformer"]])
+    return models
+
+
+@pytest.mark.parametrize("options", [dict(), dict(nbest=4, normalize="avg"), dict(min_length=3, normalize="none"),
+                                     dict(nbest=2, block_ngram_repeat=2), dict(coverage_penalty=0.4, nbest=3),
+                                     dict(replace_unk=True, max_length=4, nbest=4)])
+def test_the_batched_twin_finds_what_the_textbook_search_finds(options, xp):
+    """kernels/beam.py's search (every sentence at once, the shrinking batch, the histories read back once)
+    against the textbook one (a sentence at a time, its beams as Python objects): the same n-best lists,
+    in the same order, with the same scores (float64, 1e-12) and attention, for every model shape and
+    option, on each backend (the batched search is array code: the stand-in runs it as CuPy would)."""
+    rng = numpy.random.default_rng(7)
+    sources = [rng.integers(3, 14, size=rng.integers(1, 8)).tolist() for _ in range(6)]
+    for name, model in _models().items():
+        if options.get("coverage_penalty") and name == "rnn, none":
+            continue                                         # coverage needs attention (tested elsewhere)
+        with_options = dict(beam_size=4, **options)
+        fast = batched.beam_search(model, sources, **with_options)
+        textbook = beam_search.reference(model, sources, **with_options)
+        for found, expected in zip(fast, textbook):
+            assert [h.tokens for h in found] == [h.tokens for h in expected], name
+            numpy.testing.assert_allclose([h.score for h in found], [h.score for h in expected], rtol=1e-12)
+            numpy.testing.assert_allclose([h.logprob for h in found], [h.logprob for h in expected], rtol=1e-12)
+            for h, e in zip(found, expected):
+                if e.attention is None:
+                    assert h.attention is None
+                else:
+                    width = e.attention.shape[1]               # the batch pads the source with zeros
+                    numpy.testing.assert_allclose(h.attention[:, :width], e.attention, rtol=1e-12, atol=1e-12)
+                    assert not h.attention[:, width:].any()
+
+
+def test_the_batched_search_copies_one_flag_a_step():
+    """On the stand-in (a GPU's arrays, counted), the batched search copies to the host one (B,) flag a step
+    and the histories once at the end, never a step's log-probabilities; the textbook search copies each
+    sentence's every step."""
+    from minis2s import fakecupy
+    backend.use("fakecupy")
+    try:
+        model = _models()["gru+bahdanau"]
+        sources = [[4, 5, 6], [7, 8], [9, 10, 11, 12], [4]]
+        fakecupy.transfers.reset()
+        batched.beam_search(model, sources, beam_size=3, max_length=6)
+        assert 1 <= fakecupy.transfers.count <= 6 + 5       # <= 6 flags; the lengths, 3 histories, attention once
+        fakecupy.transfers.reset()
+        beam_search.reference(model, sources, beam_size=3, max_length=6)
+        assert fakecupy.transfers.count > 6 + 6
+    finally:
+        backend.use("numpy")
+
+
+def test_beam_search_runs_its_twin_where_the_kernels_are_on(on_numpy):
+    """The dispatch sends beam search (its arguments are a model and lists of ids, no array) to its twin
+    on NumPy with the kernels on, to the textbook search with them off; on the stand-in, always the
+    textbook search."""
+    from minis2s import dispatch, kernels
+    model = _models()["gru+bahdanau"]
+    calls = []
+    original = kernels.decode.beam_search
+    try:
+        kernels.decode.beam_search = lambda *a, **k: calls.append(1) or original(*a, **k)
+        with dispatch.reference_path(False):
+            beam_search(model, [[4, 5]], beam_size=2)
+            assert calls
+        calls.clear()
+        beam_search(model, [[4, 5]], beam_size=2)
+        assert not calls
+        backend.use("fakecupy")
+        try:
+            with dispatch.reference_path(False):
+                beam_search(_models()["gru+bahdanau"], [[4, 5]], beam_size=2)   # the stand-in: no kernel
+            assert not calls
+        finally:
+            backend.use("numpy")
+    finally:
+        kernels.decode.beam_search = original
 
 
 # ----------------------------------------------------------------------------- the decoding toolbox

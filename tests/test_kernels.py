@@ -618,7 +618,7 @@ def test_decoder_loop_kernel_leaves_other_decoders_to_the_reference():
 @given(size=st.integers(1, 4), k=st.integers(1, 5), vocab=st.integers(5, 300), seed=st.integers(0, 1000),
        dtype=st.sampled_from([numpy.float64, numpy.float32]), ties=st.booleans())
 def test_beam_top_k_kernel_matches_the_reference(size, k, vocab, seed, dtype, ties):
-    """The k best of scores[b, j] + logp[b*k + j, v] per sentence, sorted; dead beams and done sentences;
+    """The k best of scores[b, j] + logp[b*k + j, v] per sentence, sorted; dead beams;
     vocabularies over several of the kernel's 64-word blocks, float32 log-probabilities, and ties."""
     from minis2s.kernels.decode import top_k
     rng = numpy.random.default_rng(seed)
@@ -631,14 +631,10 @@ def test_beam_top_k_kernel_matches_the_reference(size, k, vocab, seed, dtype, ti
         scores = numpy.round(scores * 2) / 2
     logp = logp.astype(dtype)
     logp[:, 1] = -numpy.inf                                               # a forbidden word
-    done = rng.random(size) < 0.3
-    best, best_scores = top_k(scores, logp, done)
+    best, best_scores = top_k(scores, logp)
 
     candidates = (scores.reshape(-1, 1) + logp.astype(numpy.float64)).reshape(size, k * vocab)
     for b in range(size):
-        if done[b]:
-            assert numpy.all(best_scores[b] == -numpy.inf)
-            continue
         expected = numpy.sort(candidates[b])[::-1][:k]
         numpy.testing.assert_array_equal(best_scores[b], expected)
         numpy.testing.assert_array_equal(candidates[b, best[b]], best_scores[b])   # the indices name them
@@ -656,7 +652,7 @@ def test_beam_top_k_kernel_finds_a_lone_best_word_anywhere_in_its_block(dtype):
         logp = numpy.full((2, vocab), -10.0, dtype=dtype)
         logp[1, position] = -1.0
         logp[1, (position + 100) % vocab] = -2.0
-        best, best_scores = top_k(numpy.array([[-0.5, -0.25]]), logp, numpy.zeros(1, dtype=bool))
+        best, best_scores = top_k(numpy.array([[-0.5, -0.25]]), logp)
         assert best[0].tolist() == [vocab + position, vocab + (position + 100) % vocab]
         assert best_scores[0].tolist() == [-1.25, -2.25]
 

@@ -14,7 +14,8 @@ reductions around them, each in one launch:
                one block per sentence
     embedding.py  scatter_add_rows: the embedding gradient by sorted segments, no float atomics, so a
                resumed run is bit-exact
-    decode.py  top_k: beam search's k best extensions per sentence, one block per sentence, nothing of
+    decode.py  beam_search (kernels/beam.py's batched search on CuPy arrays) and its top_k: the k best
+               extensions per sentence, one block per sentence, nothing of
                (B, k*V) written
     layers.py  softmax_forward/backward over the last axis (the Transformer's attention weights, -inf
                entries exactly 0), one block a row, the row's reductions in shared memory

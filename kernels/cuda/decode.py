@@ -1,18 +1,18 @@
-"""Beam search's selection in one launch, one block per sentence: the twin of ``minis2s.decode.top_k``.
+"""Beam search's selection in one launch, one block per sentence: for kernels/beam.py's search on a GPU.
 
 Reference, for each sentence b with beams j = 0..k-1 and words v:
 
-    candidates[b, j*V + v] = scores[b, j] + logp[b*k + j, v]        (all -inf for a finished sentence)
+    candidates[b, j*V + v] = scores[b, j] + logp[b*k + j, v]
     best = the k largest candidates, in decreasing order
 
-The reference materialises the (B, k*V) candidates and sorts a partition of them; here nothing of that
+Array code (kernels/beam.py: top_k) materialises the (B, k*V) candidates and sorts a partition of them; here nothing of that
 size is written. Each thread of sentence b's block strides over the words of every live beam and keeps
 its own k best in registers (an insertion into a sorted list: a candidate that does not beat the
 thread's k-th best, nearly all of them, costs one comparison); the threads' lists then meet in shared
 memory and one thread merges them. Order: higher score first, and of equal scores the lower index
 first, as in the CPU twin (kernels/decode.py); -inf candidates (forbidden words) are never chosen, and
 where fewer than k are finite the rest are -inf with index j, as there. Beams of more than ``MAX_K``
-take the reference.
+take the array code.
 """
 import math
 
@@ -43,7 +43,7 @@ def _insert(value, index, k, top_scores, top_indices):
 
 
 @cuda.jit
-def _top_k(scores, logp, done, best, best_scores):
+def _top_k(scores, logp, best, best_scores):
     b = cuda.blockIdx.x
     tid = cuda.threadIdx.x
     k = scores.shape[1]
@@ -53,16 +53,15 @@ def _top_k(scores, logp, done, best, best_scores):
     for j in range(k):
         mine_scores[j] = -math.inf
         mine_indices[j] = j                                  # valid indices even where nothing is finite
-    if not done[b]:
-        for j in range(k):
-            base = scores[b, j]
-            if base == -math.inf:                            # a beam not (or no longer) alive
-                continue
-            row = b * k + j
-            for v in range(tid, vocab, THREADS):
-                value = base + float64(logp[row, v])
-                if value != -math.inf:
-                    _insert(value, j * vocab + v, k, mine_scores, mine_indices)
+    for j in range(k):
+        base = scores[b, j]
+        if base == -math.inf:                            # a beam not (or no longer) alive
+            continue
+        row = b * k + j
+        for v in range(tid, vocab, THREADS):
+            value = base + float64(logp[row, v])
+            if value != -math.inf:
+                _insert(value, j * vocab + v, k, mine_scores, mine_indices)
     shared_scores = cuda.shared.array((THREADS, MAX_K), float64)
     shared_indices = cuda.shared.array((THREADS, MAX_K), int64)
     for j in range(k):
@@ -80,17 +79,24 @@ def _top_k(scores, logp, done, best, best_scores):
             best_scores[b, j] = mine_scores[j]
 
 
-def top_k(scores, logp, done):
-    """scores (B, k) float64, logp (B*k, V), done (B,) bool -> best (B, k) indices j*V + v, best_scores (B, k),
+def top_k(scores, logp):
+    """scores (B, k) float64, logp (B*k, V) -> best (B, k) indices j*V + v, best_scores (B, k),
     best first; on the device, nothing copied to the host."""
     size, k = scores.shape
     if k > MAX_K:
-        from minis2s.decode import top_k as reference
-        return reference.reference(scores, logp, done)
+        from ..beam import top_k as array_code
+        return array_code(scores, logp)
     xp = backend.array_module(logp)
     best = xp.empty((size, k), dtype=xp.int64)
     best_scores = xp.empty((size, k), dtype=xp.float64)
     if size:
         _top_k[size, THREADS, stream_of(logp)](xp.ascontiguousarray(scores), xp.ascontiguousarray(logp),
-                                               xp.ascontiguousarray(done), best, best_scores)
+                                               best, best_scores)
     return best, best_scores
+
+
+def beam_search(*args, **kwargs):
+    """The twin of ``minis2s.decode.beam_search`` on CuPy arrays: kernels/beam.py's batched search (array
+    code), its selection the kernel above."""
+    from ..beam import beam_search as batched
+    return batched(*args, **kwargs)
