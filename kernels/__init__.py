@@ -14,7 +14,9 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
     decoder.py    steps_forward/backward: the decoder's whole time loop under teacher forcing (GRU or
                   LSTM, any number of layers, Bahdanau attention with or without the attentional
                   output, or Luong's dot or general with or without input feeding; context feeding,
-                  dropout) in one Numba call each way; decode_step: the same loop one step long
+                  dropout) in one Numba call each way; where nothing feeds back into the cells (no
+                  attention, Luong's without feeding), no loop at all: the book's whole-sequence
+                  variant over rnn.py's kernels; decode_step: the loop one step long
     blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
     loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel

@@ -2,8 +2,10 @@
 ``steps_backward`` for a GRU or LSTM decoder with attention (Bahdanau's, the default model, or Luong's dot
 or general, with or without input feeding), a stack of any number of layers, with or without context
 feeding and dropout; and the same loop run for one step, the twin of ``decode_step`` (greedy and beam
-search). The plain RNN cell goes to the reference. (In training, a decoder without attention, or with
-Luong's and no feeding at all, never reaches this loop: model.py runs it over whole sequences.)
+search). The plain RNN cell goes to the reference. A decoder whose cells are fed nothing but the
+embedding (no attention, or Luong's without feeding; no context feeding) needs no loop: the twins
+run it over whole sequences instead (nn/decoder.py's ``forward_whole_sequences``, the recurrent
+layer's own kernels, Luong's attention for all steps at once).
 
 The reference runs each step as a dozen Python calls (attention, the extras, the cell stack, dropout),
 each with its own (S, B, A) or (B, G*H) temporaries; at the ``small`` size those round trips are most
@@ -499,13 +501,16 @@ def _run_forward(decoder, xw, state, feed, ops, drop):
     return out, final, new_feed, dict(ctx=ctx, weights=weights, **kept)
 
 
-def steps_forward(decoder, xw_emb, encoded, train):
+def steps_forward(decoder, emb, encoded, train):
     """The twin of ``minis2s.nn.decoder.steps_forward``: the same arguments and results, the cache a
-    StepsCache where the reference returns T StepCaches."""
+    StepsCache (or a WholeSequenceCache) where the reference returns T StepCaches."""
     from minis2s.nn import decoder as reference
     from minis2s.nn.layers import dropout_mask
-    if not _fits(decoder, xw_emb):
-        return reference.steps_forward.reference(decoder, xw_emb, encoded, train)
+    if decoder.extra_size == 0:                                      # nothing fed back: no loop at all
+        return reference.forward_whole_sequences(decoder, emb, encoded, train)
+    if not _fits(decoder, emb):
+        return reference.steps_forward.reference(decoder, emb, encoded, train)
+    xw_emb = decoder.embedding_projection(emb)                       # (T, B, G*H), as the reference
     steps, batch, _ = xw_emb.shape
     ops = _operands(decoder, encoded)
     layer_masks = _layer_masks(decoder, steps, batch, xw_emb.dtype, train)
@@ -525,6 +530,8 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
     """The twin of ``minis2s.nn.decoder.steps_backward`` (its forward must have been this file's)."""
     from minis2s.nn import decoder as reference
     from minis2s.nn.rnn import add_weight_grads
+    if isinstance(caches, reference.WholeSequenceCache):
+        return reference.backward_whole_sequences(decoder, doutputs, emb, caches, encoded)
     if not isinstance(caches, StepsCache):                           # the reference ran the forward
         return reference.steps_backward.reference(decoder, doutputs, emb, caches, encoded)
     seq = caches

@@ -14,9 +14,7 @@
     loss = masked cross-entropy, mean over real target tokens (each sentence ends in <eos>)
 
 Teacher forcing (``forward_teacher_forced``): every input y_t-1 is the reference token, so all inputs are
-known at once. Where nothing is fed back into the cells either (no Bahdanau attention, no input or
-context feeding), the decoder's stack is a plain recurrent layer over the shifted targets and
-``forward_whole_sequences`` runs it like the encoder, then Luong's attention for all steps at once.
+known at once and the decoder's time loop (nn/decoder.py's ``steps_forward``) runs over them.
 At decoding time the decoder reads its own outputs instead: the mismatch is the exposure bias.
 Scheduled sampling (``forward_sampled``, Bengio et al. 2015) trains against it: the input is the reference
 token with probability ``teacher_forcing``, else the model's own best guess argmax(logits_t-1),
@@ -102,21 +100,13 @@ class EncoderCache(NamedTuple):
     bridge: object
 
 
-class WholeSequenceCache(NamedTuple):
-    """The decoder's cache when it ran over whole sequences (``forward_whole_sequences``)."""
-    rnn: object               # rnn.RecurrentCache of the decoder's stack
-    attention: object         # attention.StepsAttentionCache (Luong), or None
-    combine: object           # decoder.CombineCache (Luong), or None
-    out_mask: object          # (T, B, H) the dropout mask on the outputs, or None
-
-
 class ForwardCache(NamedTuple):
     encoded: Encoded
     encoder: EncoderCache
     emb: object               # (T, B, E) target embeddings after dropout
     tokens: object            # (T, B) the decoder's input tokens (reference or guessed)
     emb_mask: object          # (T, B, E) dropout mask or None
-    steps: list               # T decoder StepCaches (a WholeSequenceCache from forward_whole_sequences)
+    steps: object             # what the decoder's time loop kept: T StepCaches (or its twin's cache)
     out_cache: object         # the projection's cache (it holds o_t, (T, B, H))
     weights: object           # (T, S, B) attention weights or None
 
@@ -247,38 +237,13 @@ class Seq2Seq(Module):
         encoded, enc_cache = self.encode(batch.src, batch.src_lengths, train)
         if ratio < 1.0 and train:
             return self.forward_sampled(batch, encoded, enc_cache, ratio)
-        if self.decoder.extra_size == 0:                                # nothing fed into the cells
-            return self.forward_whole_sequences(batch, encoded, enc_cache, train)
         return self.forward_teacher_forced(batch, encoded, enc_cache, train)
-
-    def forward_whole_sequences(self, batch, encoded, enc_cache, train):
-        """Teacher forcing with nothing fed into the cells (no Bahdanau attention, no input or context
-        feeding): step t's cells see only y_t-1's embedding and s_t-1, so the decoder's stack is a plain
-        recurrent layer over the shifted targets, started from the context vector. It runs like the encoder,
-        each layer over all steps at once, instead of step by step; Luong's attention, queried by h_t after
-        the cells, then runs for all steps at once too (Attention.forward_steps): the same equations, in
-        fewer and larger calls."""
-        decoder = self.decoder
-        emb, _ = self.tgt_embedding.forward(batch.tgt_in)                # (T, B, E)
-        emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
-        state = encoded.state if decoder.rnn.cell.state_size == 2 else encoded.state[0]
-        hidden, _, rnn_cache = decoder.rnn.forward(emb, None, state, train)          # (T, B, H): every h_t
-        weights = attention_cache = combine_cache = None
-        if decoder.attention is not None:                                # Luong: ctx_t = attend(h_t, K), then
-            ctx, weights, attention_cache = decoder.attention.forward_steps(hidden, encoded.memory, encoded.mask)
-            hidden, combine_cache = decoder.combine_forward(ctx, hidden)            # h~_t = tanh(W_c [ctx_t ; h_t])
-        outputs, out_mask = dropout_forward(hidden, self.dropout, self.rng, train)
-        steps = WholeSequenceCache(rnn_cache, attention_cache, combine_cache, out_mask)
-        return outputs, None, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask, steps,
-                                           LinearCache(outputs), weights)
 
     def forward_teacher_forced(self, batch, encoded, enc_cache, train):
         """Every input y_t-1 is the reference token: all inputs are known before the loop starts."""
-        decoder = self.decoder
         emb, _ = self.tgt_embedding.forward(batch.tgt_in)                # (T, B, E); backward needs the tokens only
         emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, train)
-        xw_emb = decoder.embedding_projection(emb)                       # (T, B, G*H), every step in one product
-        outputs, weights, step_caches = steps_forward(decoder, xw_emb, encoded, train)   # the time loop
+        outputs, weights, step_caches = steps_forward(self.decoder, emb, encoded, train)   # the time loop
         return outputs, None, ForwardCache(encoded, enc_cache, emb, batch.tgt_in, emb_mask, step_caches,
                                            LinearCache(outputs), weights)
 
@@ -319,25 +284,10 @@ class Seq2Seq(Module):
     def outputs_backward(self, doutputs, cache):
         """doutputs (T, B, H), the gradient of the decoder's outputs -> adds every gradient below the projection
         (the mirror of ``forward_outputs``)."""
-        decoder, rnn = self.decoder, self.decoder.rnn
-        encoded = cache.encoded
-        if isinstance(cache.steps, WholeSequenceCache):                # forward_whole_sequences: its mirror
-            whole = cache.steps
-            dhidden = dropout_backward(doutputs, whole.out_mask)
-            dmemory = None
-            if whole.attention is not None:                              # Luong, every step at once
-                dctx, dhidden = decoder.combine_backward(dhidden, whole.combine)
-                dquery, dmemory = decoder.attention.backward_steps(dctx, whole.attention)
-                dhidden = dhidden + dquery                               # h_t was also the query
-            demb, dstate = rnn.backward(dhidden, None, whole.rnn)
-            self.target_embedding_backward(demb, cache)
-            dstate = dstate if rnn.cell.state_size == 2 else (dstate,)
-            self.encode_backward(dmemory, None, dstate, None, cache.encoder, encoded)
-            return
-        demb, dstate, dmemory, dprojected, dcontext_vector = steps_backward(decoder, doutputs, cache.emb,
-                                                                            cache.steps, encoded)  # the time loop
+        demb, dstate, dmemory, dprojected, dcontext_vector = steps_backward(self.decoder, doutputs, cache.emb,
+                                                                            cache.steps, cache.encoded)  # the loop
         self.target_embedding_backward(demb, cache)
-        self.encode_backward(dmemory, dprojected, dstate, dcontext_vector, cache.encoder, encoded)
+        self.encode_backward(dmemory, dprojected, dstate, dcontext_vector, cache.encoder, cache.encoded)
 
     def target_embedding_backward(self, demb, cache):
         """demb (T, B, E) of the embeddings after dropout -> the target embedding's gradient."""

@@ -234,3 +234,32 @@ def test_softmax_with_masked_entries(device, dtype, tolerance):
     near(fast_weights, weights, tolerance, "weights")
     near(fast_dscores, dscores, tolerance, "dscores")
     assert numpy.all(backend.to_numpy(fast_weights)[0, 1, 2:] == 0.0)
+
+
+@pytest.mark.parametrize("attention,feeding", [("none", False), ("luong-general", False), ("luong-dot", True)])
+def test_the_decoder_loop_on_a_gpu_runs_whole_sequences_where_nothing_feeds_back(device, attention, feeding,
+                                                                                 monkeypatch):
+    """kernels/cuda/decoder.py: a decoder whose cells see only the embedding runs over whole sequences
+    (nn/decoder.py's forward_whole_sequences), any other the reference's step loop; the loss and every
+    gradient are the reference's (float64). It is array code: it runs on whatever arrays it is given."""
+    import minis2s
+    from minis2s import checks, model as model_module
+    from minis2s.kernels.cuda import decoder as fast
+    from minis2s.nn import decoder as book
+    batch = checks.random_batch(numpy.random.default_rng(4), (4, 2, 5), (3, 5, 1), 11, 12)
+
+    def run():
+        model = minis2s.Seq2Seq(11, 12, cell="lstm", attention=attention, input_feeding=feeding, emb_size=5,
+                                hidden_size=6, num_layers=2, dropout=0.2, dtype="float64", seed=2)
+        loss = model.loss_and_grads(batch)
+        return loss, {name: backend.to_numpy(g).copy() for name, g in model.grads.items()}
+
+    loss, grads = run()
+    kept = []
+    monkeypatch.setattr(model_module, "steps_forward", lambda *args: kept.append(fast.steps_forward(*args)) or kept[-1])
+    monkeypatch.setattr(model_module, "steps_backward", fast.steps_backward)
+    fast_loss, fast_grads = run()
+    assert isinstance(kept[0][2], book.WholeSequenceCache) == (not feeding)
+    assert abs(float(fast_loss) - float(loss)) <= 1e-12 * abs(float(loss))
+    for name, g in grads.items():
+        near(fast_grads[name], g, 1e-12, name)

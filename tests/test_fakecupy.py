@@ -104,8 +104,10 @@ def test_train_and_translate_on_the_stand_in(tmp_path):
 def test_decoding_copies_one_flag_a_step_and_never_the_log_probabilities(search, attention):
     """Greedy and beam search on the stand-in: a step copies one flag to the host ("all done?"); the
     histories come over once at the end (a handful of copies); no copy is as large as the (B*k, V)
-    log-probabilities. The translations are those found on NumPy."""
-    from minis2s.decode import beam_search, greedy
+    log-probabilities. The translations are those found on NumPy. (Beam search: its batched twin, what a
+    GPU runs; the textbook search copies each sentence's step.)"""
+    from minis2s.decode import greedy
+    from minis2s.kernels.beam import beam_search
     src = [[4, 5, 6, 7], [5, 6], [7, 8, 9, 4, 5]]
     vocab, k, max_length = 40, 3, 6
 

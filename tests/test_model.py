@@ -121,6 +121,8 @@ def test_bad_options_are_named():
 
 
 @pytest.mark.parametrize("cell,options", [("rnn", dict()), ("lstm", dict(num_layers=2)),
+                                          ("lstm", dict(num_layers=2, dropout=0.3)),      # the same masks too
+                                          ("gru", dict(attention="luong-general", dropout=0.2)),
                                           ("gru", dict(bidirectional=True, num_layers=2)),
                                           ("lstm", dict(reverse_source=True, label_smoothing=0.1)),
                                           ("gru", dict(attention="luong-dot")),
@@ -128,10 +130,11 @@ def test_bad_options_are_named():
                                           ("gru", dict(attention="luong-dot", bidirectional=True,
                                                        reverse_source=True))])
 def test_decoder_over_whole_sequences_equals_the_decoder_step_by_step(cell, options, monkeypatch):
-    """Without Bahdanau attention and feeding, teacher-forced training runs the decoder's stack layer by layer
-    over all steps (forward_whole_sequences), then Luong's attention for all steps at once; the step-by-step
-    loop gives the same loss, gradients and attention weights."""
+    """Without Bahdanau attention and feeding, the decoder's stack can run layer by layer over all steps
+    (nn/decoder.py's forward_whole_sequences, which the twins choose), then Luong's attention for all steps
+    at once; the step-by-step loop gives the same loss, gradients and attention weights."""
     from minis2s import model as model_module
+    from minis2s.nn import decoder as decoder_module
     rng = numpy.random.default_rng(3)
     batch = checks.random_batch(rng, (4, 2, 5), (3, 5, 1), 11, 12)
 
@@ -142,16 +145,13 @@ def test_decoder_over_whole_sequences_equals_the_decoder_step_by_step(cell, opti
         _, cache = model.forward(batch, train=False)
         return loss, {name: host(g).copy() for name, g in model.grads.items()}, cache.weights
 
+    step_loss, step_grads, step_weights = run()                       # the reference: the step loop
     taken = []
-    whole = model_module.Seq2Seq.forward_whole_sequences
-    monkeypatch.setattr(model_module.Seq2Seq, "forward_whole_sequences",
-                        lambda self, *args: taken.append(1) or whole(self, *args))
+    monkeypatch.setattr(model_module, "steps_forward", lambda *args: taken.append(1)
+                        or decoder_module.forward_whole_sequences(*args))
+    monkeypatch.setattr(model_module, "steps_backward", decoder_module.backward_whole_sequences)
     loss, grads, weights = run()
-    assert taken                                                      # the whole-sequence path ran
-    monkeypatch.setattr(model_module.Seq2Seq, "forward_whole_sequences",
-                        lambda self, batch, encoded, enc_cache, train:
-                        self.forward_teacher_forced(batch, encoded, enc_cache, train))
-    step_loss, step_grads, step_weights = run()
+    assert taken                                                      # the whole-sequence variant ran
     assert abs(float(loss) - float(step_loss)) <= 1e-12 * abs(float(step_loss))
     for name, g in step_grads.items():
         numpy.testing.assert_allclose(grads[name], g, rtol=1e-10, atol=1e-13, err_msg=name)

@@ -14,6 +14,8 @@ reductions around them, each in one launch:
                one block per sentence
     embedding.py  scatter_add_rows: the embedding gradient by sorted segments, no float atomics, so a
                resumed run is bit-exact
+    decoder.py steps_forward/backward: where nothing feeds back into the cells, the decoder over whole
+               sequences (a few large launches); the reference's step loop otherwise
     decode.py  beam_search (kernels/beam.py's batched search on CuPy arrays) and its top_k: the k best
                extensions per sentence, one block per sentence, nothing of
                (B, k*V) written

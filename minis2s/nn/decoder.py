@@ -37,11 +37,13 @@ projection; the carried gradients ds_t, dh~_t from step t+1 start at zero):
 dcv and the attention's dK, dKW are summed over all steps; after the loop ``weight_grads`` takes the
 cell stack's weight gradients as one product each and returns demb = dXW^0 W_ih^0[:, :E].
 With teacher forcing every input is known before the loop starts: ``steps_forward`` runs the steps
-in turn, ``steps_backward`` walks them back (they have a fast twin, kernels/decoder.py, that runs
-the whole loop of a GRU or LSTM decoder with attention as one compiled loop each way). A decoder whose cells
-are fed nothing but the embedding (no attention, or Luong's without input feeding; no context
-feeding) needs no step loop in training: model.py's ``forward_whole_sequences`` runs its stack over all
-steps at once, then Luong's attention for all steps (``Attention.forward_steps``).
+in turn, ``steps_backward`` walks them back. Their twins (kernels/decoder.py) run the whole loop of a
+GRU or LSTM decoder with attention as one compiled loop each way; and a decoder whose cells are fed
+nothing but the embedding (no attention, or Luong's without input feeding; no context feeding) needs
+no step loop at all: ``forward_whole_sequences`` below runs its stack over all steps at once, as the
+encoder's, then Luong's attention for all steps (``Attention.forward_steps``). That variant is the
+same equations in fewer, larger calls (tests/test_model.py holds it equal to the loop); the twins
+choose it.
 Derivations: docs/derivations/attention.md.
 """
 from typing import NamedTuple
@@ -232,14 +234,15 @@ def decode_step(decoder, xw_emb, state, feed, encoded):
 # ----------------------------------------------------------------------------- every step, teacher forced
 
 @twin("decoder.steps_forward")
-def steps_forward(decoder, xw_emb, encoded, train):
+def steps_forward(decoder, emb, encoded, train):
     """Teacher forcing: every input token is known, so all T steps run in one loop.
 
-    xw_emb (T, B, G*H) the embeddings' share of layer 0 (``embedding_projection``), encoded the model's
-    Encoded -> outputs o (T, B, H) after dropout, attention weights (T, S, B) or None, the T StepCaches.
+    emb (T, B, E) the input tokens' embeddings (after dropout), encoded the model's Encoded ->
+    outputs o (T, B, H) after dropout, attention weights (T, S, B) or None, the T StepCaches.
     """
-    xp = backend.array_module(xw_emb)
-    state, feed = encoded.state, decoder.initial_feed(xw_emb.shape[1])
+    xp = backend.array_module(emb)
+    xw_emb = decoder.embedding_projection(emb)                      # (T, B, G*H), every step in one product
+    state, feed = encoded.state, decoder.initial_feed(emb.shape[1])
     outputs, weights, caches = [], [], []
     for t in range(xw_emb.shape[0]):
         output, state, feed, step_weights, cache = decoder.step_forward(xw_emb[t], state, feed, encoded, train)
@@ -275,3 +278,46 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
             dcontext_vector += dcv                                      # cv was fed at every step
     demb = decoder.weight_grads(emb, caches, [xp.stack(d) for d in dxw], [xp.stack(d) for d in dgh])
     return demb, dstate, dmemory, dprojected, dcontext_vector
+
+
+# ----------------------------------------------------------------------------- nothing fed back: whole sequences
+
+class WholeSequenceCache(NamedTuple):
+    """The decoder's cache when it ran over whole sequences (``forward_whole_sequences``)."""
+    rnn: object               # rnn.RecurrentCache of the decoder's stack
+    attention: object         # attention.StepsAttentionCache (Luong), or None
+    combine: object           # CombineCache (Luong), or None
+    out_mask: object          # (T, B, H) the dropout mask on the outputs, or None
+
+
+def forward_whole_sequences(decoder, emb, encoded, train):
+    """``steps_forward`` for a decoder whose cells are fed nothing but the embedding (no Bahdanau attention,
+    no input or context feeding): step t's cells see only y_t-1's embedding and s_t-1, so the stack is a
+    plain recurrent layer over the shifted targets, started from the encoder's state. It runs like the
+    encoder, each layer over all steps at once; Luong's attention, queried by h_t after the cells, then
+    runs for all steps at once too. The same results, dropout included for up to two layers: its masks
+    are drawn a layer at a time where the loop draws them a step at a time, and the generator is
+    counter-based, so T draws of (B, H) are one draw of (T, B, H); with more layers the two orders
+    interleave differently (other masks, the same distribution)."""
+    state = encoded.state if decoder.rnn.cell.state_size == 2 else encoded.state[0]
+    hidden, _, rnn_cache = decoder.rnn.forward(emb, None, state, train)          # (T, B, H): every h_t
+    weights = attention_cache = combine_cache = None
+    if decoder.attention is not None:                                # Luong: ctx_t = attend(h_t, K), then
+        ctx, weights, attention_cache = decoder.attention.forward_steps(hidden, encoded.memory, encoded.mask)
+        hidden, combine_cache = decoder.combine_forward(ctx, hidden)            # h~_t = tanh(W_c [ctx_t ; h_t])
+    outputs, out_mask = dropout_forward(hidden, decoder.dropout, decoder.rng, train)
+    return outputs, weights, WholeSequenceCache(rnn_cache, attention_cache, combine_cache, out_mask)
+
+
+def backward_whole_sequences(decoder, doutputs, emb, cache, encoded):
+    """The mirror of ``forward_whole_sequences``, with ``steps_backward``'s results: demb (T, B, E), dstate0,
+    dmemory (S, B, M) or None, and None for dprojected and dcontext_vector (nothing of those was used)."""
+    rnn = decoder.rnn
+    dhidden = dropout_backward(doutputs, cache.out_mask)
+    dmemory = None
+    if cache.attention is not None:                                  # Luong, every step at once
+        dctx, dhidden = decoder.combine_backward(dhidden, cache.combine)
+        dquery, dmemory = decoder.attention.backward_steps(dctx, cache.attention)
+        dhidden = dhidden + dquery                                   # h_t was also the query
+    demb, dstate = rnn.backward(dhidden, None, cache.rnn)
+    return demb, dstate if rnn.cell.state_size == 2 else (dstate,), dmemory, None, None
