@@ -52,16 +52,8 @@ def select(scores, logp):
 
 def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
                 alpha=0.6, block_ngram_repeat=0, replace_unk=False, coverage_penalty=0.0):
-    """The twin of ``minis2s.decode.beam_search``: the same arguments, the same translations and scores.
-
-    The bookkeeping is array code over all sentences and beams at once, where the model runs: a step
-    copies one (B,) flag to the host ("which sentences are done?"), never the (B*k, V) log-probabilities;
-    a done sentence leaves the batch (its k rows of the state and of the encoder's output are dropped).
-    Each step records, per beam, the word, the parent beam (back-pointer) and, where the extension
-    finished, its score;
-    after the loop these come to the host once and each finished translation is read back along its
-    back-pointers. (Only ``block_ngram_repeat`` reads the histories during the search, on the host.)
-    """
+    """The twin of ``minis2s.decode.beam_search``: the same arguments, the same translations and scores
+    (the module docstring says how)."""
     if beam_size < 1 or nbest < 1 or nbest > beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
     xp = backend.xp()
@@ -134,7 +126,6 @@ def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_leng
             ranked = [decode._replace_unk(h, src_host[:src_lengths[b], b]) for h in ranked]
         results.append(ranked)
     return results
-
 
 
 def _backtrack(words, back, finished, attention, src_lengths, normalize, alpha):

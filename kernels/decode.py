@@ -5,7 +5,8 @@ Reference, for each sentence b with beams j = 0..k-1 and words v:
     candidates[b, j*V + v] = scores[b, j] + logp[b*k + j, v]
     best = the k largest candidates, in decreasing order
 
-Array code (kernels/beam.py: top_k) materialises the (B, k*V) candidates and runs ``argpartition`` on them (1.6 ms a step
+Array code (kernels/beam.py: top_k) materialises the (B, k*V) candidates and runs ``argpartition``
+on them (1.6 ms a step
 for 32 sentences, k = 5, V = 1,000: 44% of beam search at the ``small`` size). Here one pass reads
 logp once and keeps a sorted list of the k best so far. The words go in blocks of 64: a block whose
 largest log-probability (a vectorised maximum) does not beat the k-th best, nearly every block once the
@@ -15,6 +16,7 @@ of 1,000 words 70 -> 35 us; 64 x 5 rows of 8,000, 1.06 -> 0.34 ms). Ties keep th
 import numba
 import numpy
 
+from .beam import beam_search  # noqa: F401  the twin of minis2s.decode.beam_search (its selection: top_k below)
 from .scalar import max_of
 
 
@@ -66,5 +68,3 @@ def top_k(scores, logp):
     _top_k(scores, logp, best, best_scores)
     return best, best_scores
 
-
-from .beam import beam_search  # noqa: E402  the twin of minis2s.decode.beam_search (array code, with top_k above)

@@ -260,7 +260,8 @@ def _beams_of_one(model, batch, k, max_length, min_length, block_ngram_repeat):
             break
         rows = backend.asarray([parent for parent, _ in survivors], dtype="int64")
         state, feed = model.select_state(state, feed, rows)               # each survivor's parent's state
-        encoded = model.repeat_encoded(first, backend.xp().zeros(len(survivors), dtype="int64"))
+        if len(survivors) != len(live):                                   # the source once per live beam
+            encoded = model.repeat_encoded(first, backend.xp().zeros(len(survivors), dtype="int64"))
         live = [beam for _, beam in survivors]
     return finished
 

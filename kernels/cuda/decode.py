@@ -5,7 +5,8 @@ Reference, for each sentence b with beams j = 0..k-1 and words v:
     candidates[b, j*V + v] = scores[b, j] + logp[b*k + j, v]
     best = the k largest candidates, in decreasing order
 
-Array code (kernels/beam.py: top_k) materialises the (B, k*V) candidates and sorts a partition of them; here nothing of that
+Array code (kernels/beam.py: top_k) materialises the (B, k*V) candidates and sorts a partition of
+them; here nothing of that
 size is written. Each thread of sentence b's block strides over the words of every live beam and keeps
 its own k best in registers (an insertion into a sorted list: a candidate that does not beat the
 thread's k-th best, nearly all of them, costs one comparison); the threads' lists then meet in shared
@@ -55,7 +56,7 @@ def _top_k(scores, logp, best, best_scores):
         mine_indices[j] = j                                  # valid indices even where nothing is finite
     for j in range(k):
         base = scores[b, j]
-        if base == -math.inf:                            # a beam not (or no longer) alive
+        if base == -math.inf:                                # a beam not (or no longer) alive
             continue
         row = b * k + j
         for v in range(tid, vocab, THREADS):
