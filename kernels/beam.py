@@ -5,8 +5,8 @@ step's (k, V) log-probabilities to the host. This one runs the same search for t
 array code where the model runs (NumPy, or CuPy on a GPU), B*k rows through the decoder in one call:
 
     * the beams' scores are a (B, k) array (-inf: no live beam in that slot), each step's k best
-      extensions of every sentence come from ``select`` (one pass over logp: kernels/decode.py's top_k
-      on the CPU, kernels/cuda/decode.py's on a GPU; array code elsewhere), never a (B, k*V) sort;
+      extensions of every sentence come from ``select``: the array code ``top_k`` below, or the one-pass
+      kernel that kernels/decode.py (CPU) and kernels/cuda/decode.py (GPU) pass in, never a full sort;
     * a step records, per slot, the word, the parent slot (the back-pointer) and, where the extension
       finished, its score; the histories come to the host once, after the loop, and ``_backtrack`` reads
       every finished translation back along its back-pointers at once;
@@ -37,23 +37,11 @@ def top_k(scores, logp):
     return xp.take_along_axis(best, order, axis=1), xp.take_along_axis(best_scores, order, axis=1)
 
 
-def select(scores, logp):
-    """``top_k`` by the fastest way the arrays allow: the Numba kernel for NumPy arrays, the CUDA kernel for
-    CuPy's (beams up to its MAX_K), the array code above otherwise (the strict stand-in)."""
-    if type(logp) is numpy.ndarray:
-        from .decode import top_k as on_host
-        return on_host(scores, logp)
-    if type(logp).__module__.startswith("cupy"):
-        from .cuda import decode as on_device
-        if scores.shape[1] <= on_device.MAX_K:
-            return on_device.top_k(scores, logp)
-    return top_k(scores, logp)
-
-
 def beam_search(model, src_seqs, beam_size=5, nbest=1, max_length=None, min_length=0, normalize="gnmt",
-                alpha=0.6, block_ngram_repeat=0, replace_unk=False, coverage_penalty=0.0):
+                alpha=0.6, block_ngram_repeat=0, replace_unk=False, coverage_penalty=0.0, select=top_k):
     """The twin of ``minis2s.decode.beam_search``: the same arguments, the same translations and scores
-    (the module docstring says how)."""
+    (the module docstring says how). ``select(scores, logp)``: each step's k best, ``top_k`` above or a
+    kernel of its signature (kernels/decode.py and kernels/cuda/decode.py pass theirs)."""
     if beam_size < 1 or nbest < 1 or nbest > beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
     xp = backend.xp()

@@ -16,7 +16,7 @@ of 1,000 words 70 -> 35 us; 64 x 5 rows of 8,000, 1.06 -> 0.34 ms). Ties keep th
 import numba
 import numpy
 
-from .beam import beam_search  # noqa: F401  the twin of minis2s.decode.beam_search (its selection: top_k below)
+from . import beam
 from .scalar import max_of
 
 
@@ -68,3 +68,8 @@ def top_k(scores, logp):
     _top_k(scores, logp, best, best_scores)
     return best, best_scores
 
+
+def beam_search(*args, **kwargs):
+    """The twin of ``minis2s.decode.beam_search`` on NumPy arrays: kernels/beam.py's batched search, its
+    selection ``top_k`` above."""
+    return beam.beam_search(*args, select=top_k, **kwargs)

@@ -21,6 +21,7 @@ from numba import cuda, float64, int64
 
 from minis2s import backend
 
+from .. import beam
 from . import stream_of
 
 THREADS = 64
@@ -82,11 +83,10 @@ def _top_k(scores, logp, best, best_scores):
 
 def top_k(scores, logp):
     """scores (B, k) float64, logp (B*k, V) -> best (B, k) indices j*V + v, best_scores (B, k),
-    best first; on the device, nothing copied to the host."""
+    best first; on the device, nothing copied to the host (beams of more than ``MAX_K``: the array code)."""
     size, k = scores.shape
     if k > MAX_K:
-        from ..beam import top_k as array_code
-        return array_code(scores, logp)
+        return beam.top_k(scores, logp)
     xp = backend.array_module(logp)
     best = xp.empty((size, k), dtype=xp.int64)
     best_scores = xp.empty((size, k), dtype=xp.float64)
@@ -99,5 +99,4 @@ def top_k(scores, logp):
 def beam_search(*args, **kwargs):
     """The twin of ``minis2s.decode.beam_search`` on CuPy arrays: kernels/beam.py's batched search (array
     code), its selection the kernel above."""
-    from ..beam import beam_search as batched
-    return batched(*args, **kwargs)
+    return beam.beam_search(*args, select=top_k, **kwargs)
