@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy
+import pytest
 
 from minis2s import dispatch
 from minis2s.nn import rnn_cells
@@ -50,6 +51,7 @@ def test_reference_modules_do_not_import_numba(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
+@pytest.mark.slow   # 90 s on a 2-core VM: the whole gradcheck on the reference path in a subprocess
 def test_gradcheck_and_train_run_without_numba_and_say_so_once(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     from minis2s import datasets
