@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy
+import pytest
 
 from minis2s.loss import cross_entropy
 
@@ -72,6 +73,7 @@ def walkthrough(*args):
     return result
 
 
+@pytest.mark.slow   # a learning run: 45 s on a 2-core VM
 def test_the_walkthrough_trains_to_100_percent_and_shows_an_anti_diagonal():  # and part 6, the Transformer
     result = walkthrough()
     assert result.returncode == 0, result.stderr

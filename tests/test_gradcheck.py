@@ -169,6 +169,7 @@ def test_every_reference_backward_is_found():
     assert len(names) >= 25
 
 
+@pytest.mark.slow   # the whole catalogue's finite differences once, then a check per broken backward: minutes
 @pytest.mark.parametrize("owner,name", reference_backwards(),
                          ids=[f"{getattr(o, '__name__', o)}.{n}".replace("minis2s.", "") for o, n in
                               reference_backwards()])

@@ -242,6 +242,7 @@ def test_mpiexec_ranks_on_different_data_stop_with_an_error(tiny_tsv, tmp_path):
     assert "ranks disagree on the training data: rank(s) 1 differ from rank 0" in done.stderr, done.stderr
 
 
+@pytest.mark.slow   # a 2-rank training run killed and resumed: 16 s on a 2-core VM
 @needs_mpi
 def test_a_killed_rank_stops_the_run_and_resume_continues_it(tiny_tsv, tmp_path):
     """Rank 1 killed mid-run: mpiexec ends rank 0 too and says so; --resume with 2 ranks finishes the run from

@@ -28,6 +28,7 @@ def quiet(model, pairs, config, **kwargs):
     return Trainer(model, pairs, pairs[:40], config, progress=False, log=lambda *a: None, **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell,attention", [("gru", "bahdanau"), ("lstm", "luong-general")])
 def test_learns_to_reverse_sequences(cell, attention):
     """100 epochs, not fewer: at 60 the LSTM was at the edge (1.0 on the reference path, 0.955 with the
