@@ -16,7 +16,7 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
                   output, or Luong's dot or general with or without input feeding; context feeding,
                   dropout) in one Numba call each way; where nothing feeds back into the cells (no
                   attention, Luong's without feeding), no loop at all: the book's whole-sequence
-                  variant over rnn.py's kernels; decode_step: the loop one step long
+                  variant over rnn.py's kernels; decode_step: the loop one step long, for model.py
     blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
     loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel
@@ -24,7 +24,9 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
     layers.py     log_softmax_forward: the same row-wise fusion for decoding's log-probabilities;
                   softmax_forward/backward: the Transformer's attention weights, a row in cache;
                   linear_forward: while decoding, the product on a kept contiguous W^T;
-                  embedding_linear_forward: while decoding, a token's E[y] W^T + b made once and kept
+                  embedding_linear_forward (for model.py): a token's E[y] W^T + b made once a decode
+    model.py      step: Seq2Seq.step, the decoding step, on the kernels above (the token's row, the
+                  decoder's loop one step long, the output layer on a kept W^T, log-softmax)
     scalar.py     tanh_of, exp_of, max_of: float32 tanh and exp, and a running maximum, that LLVM
                   vectorises inside those loops
     embedding.py  scatter_add_rows: the embedding gradient

@@ -1,8 +1,8 @@
 """The decoder's time loop under teacher forcing: the fast twin of ``minis2s.nn.decoder.steps_forward`` and
 ``steps_backward`` for a GRU or LSTM decoder with attention (Bahdanau's, the default model, or Luong's dot
 or general, with or without input feeding), a stack of any number of layers, with or without context
-feeding and dropout; and the same loop run for one step, the twin of ``decode_step`` (greedy and beam
-search). The plain RNN cell goes to the reference. A decoder whose cells are fed nothing but the
+feeding and dropout; and the same loop run for one step, ``decode_step`` (kernels/model.py's decoding
+step: greedy and beam search). The plain RNN cell goes to the reference. A decoder whose cells are fed nothing but the
 embedding (no attention, or Luong's without feeding; no context feeding) needs no loop: the twins
 run it over whole sequences instead (nn/decoder.py's ``forward_whole_sequences``, the recurrent
 layer's own kernels, Luong's attention for all steps at once).
@@ -62,7 +62,7 @@ from minis2s import dispatch
 from . import blas, rnn
 from .attention import _context_backward, _dot, softmax_context_into
 from .blas import gemm
-from .rnn import _KERNEL, gru_row, gru_row_backward, lstm_row, lstm_row_backward
+from .rnn import _KERNEL, add_weight_grads, gru_row, gru_row_backward, lstm_row, lstm_row_backward
 from .scalar import tanh_of
 
 
@@ -529,7 +529,6 @@ def steps_forward(decoder, emb, encoded, train):
 def steps_backward(decoder, doutputs, emb, caches, encoded):
     """The twin of ``minis2s.nn.decoder.steps_backward`` (its forward must have been this file's)."""
     from minis2s.nn import decoder as reference
-    from minis2s.nn.rnn import add_weight_grads
     if isinstance(caches, reference.WholeSequenceCache):
         return reference.backward_whole_sequences(decoder, doutputs, emb, caches, encoded)
     if not isinstance(caches, StepsCache):                           # the reference ran the forward
@@ -597,10 +596,11 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
 
 
 def decode_step(decoder, xw_emb, state, feed, encoded):
-    """The twin of ``minis2s.nn.decoder.decode_step``: the forward loop above run for one step; without
-    attention, rnn.py's whole-sequence kernel run for one step. Inside a decode (``dispatch.constant_weights``)
-    the weights as the kernels take them (contiguous slices, W_hh^T) are made at the first step and kept."""
-    from minis2s.nn import decoder as reference
+    """One step at decoding time, as the book's ``Decoder.step_forward(..., train=False)`` without its cache ->
+    o_t (B, H), the new state, the new feed, attention weights (S, B) or None: the forward loop above run for
+    one step; without attention, rnn.py's whole-sequence kernel run for one step. Inside a decode
+    (``dispatch.constant_weights``) the weights as the kernels take them (contiguous slices, W_hh^T) are made
+    at the first step and kept. Any other decoder (the plain RNN cell): the book's step."""
     if _fits(decoder, xw_emb):
         ops = dispatch.derived("decoder.operands", (decoder, encoded.memory, encoded.mask, encoded.projected),
                                lambda: _forward_operands(_operands(decoder, encoded)))   # kept for the decode
@@ -614,7 +614,7 @@ def decode_step(decoder, xw_emb, state, feed, encoded):
         W_hh_t = dispatch.derived("transposed", (W_hh,), lambda: rnn.transposed(W_hh))   # kept for the decode
         output, new_state = _plain_step(decoder.rnn.cell.name, xw, state, W_hh_t, params["bias_hh_l0"])
         return output, new_state, None, None
-    return reference.decode_step.reference(decoder, xw_emb, state, feed, encoded)
+    return decoder.step_forward(xw_emb, state, feed, encoded, train=False)[:4]
 
 
 @functools.lru_cache(maxsize=64)

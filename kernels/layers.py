@@ -1,6 +1,6 @@
 """log-softmax over the last axis: the fast twin of ``minis2s.nn.layers.log_softmax_forward``; softmax and
-its backward (the Transformer's attention weights); and the twins of ``linear_forward`` and
-``embedding_linear_forward``, for decoding.
+its backward (the Transformer's attention weights); the twin of ``linear_forward``, and
+``embedding_linear_forward``, for decoding (kernels/model.py's decoding step).
 
     log p_v = a_v - max a - log sum_v' exp(a_v' - max a)
 
@@ -211,11 +211,17 @@ class _ProjectedTokens:
         return out
 
 
+def _embedding_linear(table, ids, weight, bias):
+    """The book's E[ids] W^T + b: embedding_forward, then linear_forward."""
+    return layers.linear_forward.reference(layers.embedding_forward(table, ids)[0], weight, bias)[0]
+
+
 TOKEN_TABLE_LIMIT = 1 << 30      # bytes: a larger (V, out) table is not reserved (the reference runs instead)
 
 
 def embedding_linear_forward(table, ids, weight, bias=None):
-    """The twin of ``minis2s.nn.layers.embedding_linear_forward``. Inside a decode
+    """E[ids] W^T + b (N, out), for kernels/model.py's decoding step (the book's Seq2Seq.step: the embedding,
+    then ``Decoder.embedding_projection``). Inside a decode
     (``dispatch.constant_weights``) a token's row E[y] W^T + b is the same at every step and for every
     sentence and beam it comes up in: each is computed once, when its token first comes up, and gathered
     after that. A decode of R rows a step for S steps then projects at most min(V, R S) distinct tokens
@@ -230,10 +236,10 @@ def embedding_linear_forward(table, ids, weight, bias=None):
     if not dispatch.weights_constant() or not blas.available or ids.ndim != 1 or ids.dtype.kind not in "iu" \
             or dtypes not in ({numpy.dtype(numpy.float32)}, {numpy.dtype(numpy.float64)}) \
             or vocab * size * table.itemsize > TOKEN_TABLE_LIMIT:
-        return layers.embedding_linear_forward.reference(table, ids, weight, bias)
+        return _embedding_linear(table, ids, weight, bias)
     projected = dispatch.derived("projected tokens", (table, weight, bias),
                                  lambda: _ProjectedTokens(table, weight, bias))
     out = projected(numpy.asarray(ids, dtype=numpy.int64))
     if out is None:                                                # an id outside the table: the reference says so
-        return layers.embedding_linear_forward.reference(table, ids, weight, bias)
+        return _embedding_linear(table, ids, weight, bias)
     return out

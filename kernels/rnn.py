@@ -444,7 +444,8 @@ def transposed(W):
 
 
 def add_weight_grads(grads, x, h_prev, dxw, dgh):
-    """The twin of ``minis2s.nn.rnn.add_weight_grads``: the same four gradients, BLAS adding dW_ih and dW_hh
+    """``minis2s.nn.rnn.add_weight_grads`` for the kernels' backward loops (here and decoder.py): the same four
+    gradients, BLAS adding dW_ih and dW_hh
     into their arrays (``blas.add_at``: no temporaries), and an LSTM's one bias sum taken once (its dgh is
     its dxw: the reference sums the same (T*B, 4H) array twice)."""
     dW_ih, db_ih, dW_hh, db_hh = grads

@@ -28,7 +28,8 @@ from typing import NamedTuple
 from . import backend
 from .data import BOS, PAD
 from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
-from .nn.decoder import Decoder, decode_step, steps_backward, steps_forward
+from .dispatch import twin
+from .nn.decoder import Decoder, steps_backward, steps_forward
 from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_backward, dropout_forward,
                         length_mask, log_softmax_forward, tanh_backward)
 from .nn.module import Module
@@ -344,10 +345,15 @@ class Seq2Seq(Module):
         """The decoder's state and feed of the beams at ``rows`` (B',): beam search follows its back-pointers."""
         return tuple(s[:, rows] for s in state), None if feed is None else feed[rows]
 
+    @twin("model.step")
     def step(self, tokens, state, feed, encoded):
-        """tokens (B,) -> log-probabilities (B, V), new state, new feed, attention weights (S, B) or None."""
-        xw_emb = self.decoder.token_projection(self.tgt_embedding.params["weight"], tokens)   # E[y] W_ih0^T + b
-        output, state, feed, weights = decode_step(self.decoder, xw_emb, state, feed, encoded)
+        """tokens (B,) -> log-probabilities (B, V), new state, new feed, attention weights (S, B) or None.
+
+        One decoder step with nothing kept for a backward and no dropout: y_t-1's embedding, its part of
+        layer 0's input side, the step, the output layer, log-softmax."""
+        emb, _ = self.tgt_embedding.forward(tokens)                                  # E[y_t-1] (B, E)
+        xw_emb = self.decoder.embedding_projection(emb)                              # (B, G*H)
+        output, state, feed, weights, _ = self.decoder.step_forward(xw_emb, state, feed, encoded, train=False)
         logits, _ = self.decoder.out.forward(output)
         return log_softmax_forward(logits), state, feed, weights
 

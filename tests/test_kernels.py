@@ -388,8 +388,8 @@ def test_log_softmax_kernel_matches_the_reference(dtype, rows, size, scale, seed
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_projected_tokens_kernel_matches_the_reference(dtype, vocab, dim, size, calls, rows, with_bias, seed):
     """embedding_linear_forward inside a decode (the rows kept per token and gathered), call after call with
-    tokens seen before and new ones, against the reference; the weight a column slice as the decoder's is."""
-    from minis2s.nn import layers
+    tokens seen before and new ones, against the book's embedding then linear layer; the weight a column
+    slice as the decoder's is."""
     tolerance = parity_tolerance(dtype, dim + 1)                           # E[y] W^T over E, the bias
     rng = numpy.random.default_rng(seed)
     table = _normal(rng, (vocab, dim), dtype)
@@ -397,30 +397,36 @@ def test_projected_tokens_kernel_matches_the_reference(dtype, vocab, dim, size, 
     bias = _normal(rng, (size,), dtype) if with_bias else None
     steps = [rng.integers(0, vocab, size=rows) for _ in range(calls)]
 
-    def decode():
+    with spying(kernels.layers, "_project_tokens") as spied:
         with dispatch.constant_weights():
-            return [layers.embedding_linear_forward(table, ids, weight, bias) for ids in steps]
-    with spying(kernels.layers, "embedding_linear_forward", "_project_tokens") as spied:
-        fast, reference = both(decode)
-    assert spied == {"embedding_linear_forward": calls, "_project_tokens": calls}     # the kernel, no fallback
+            fast = [kernels.layers.embedding_linear_forward(table, ids, weight, bias) for ids in steps]
+    reference = [book_projection(table, ids, weight, bias) for ids in steps]
+    assert spied == {"_project_tokens": calls}                                         # the kernel, no fallback
     for got, expected in zip(fast, reference):
         assert got.dtype == dtype
         assert_near(got, expected, tolerance, floor=1.0)
 
 
+def book_projection(table, ids, weight, bias):
+    """E[ids] W^T + b as Seq2Seq.step computes it on the reference path: the embedding, then the linear layer."""
+    from minis2s.nn import layers
+    with dispatch.reference_path():
+        return layers.linear_forward(layers.embedding_forward(table, ids)[0], weight, bias)[0]
+
+
 def test_projected_tokens_outside_the_table_get_the_references_answer():
     """An id past the table's end raises the reference's IndexError, a negative one counts from the end as
     NumPy's indexing does, and neither leaves a row behind: the kernel checks before it touches anything."""
-    from minis2s.nn import layers
+    project = kernels.layers.embedding_linear_forward
     rng = numpy.random.default_rng(0)
     table, weight, bias = rng.standard_normal((6, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
     with dispatch.constant_weights():
         with pytest.raises(IndexError):
-            layers.embedding_linear_forward(table, numpy.array([1, 6]), weight, bias)
-        wrapped = layers.embedding_linear_forward(table, numpy.array([-1, 2]), weight, bias)
+            project(table, numpy.array([1, 6]), weight, bias)
+        wrapped = project(table, numpy.array([-1, 2]), weight, bias)
         assert numpy.allclose(wrapped, table[[5, 2]] @ weight.T + bias, rtol=1e-12)
         table[1] += 1.0                                   # token 1 was not projected by the refused call
-        later = layers.embedding_linear_forward(table, numpy.array([1]), weight, bias)
+        later = project(table, numpy.array([1]), weight, bias)
     assert numpy.allclose(later, table[[1]] @ weight.T + bias, rtol=1e-12)
 
 
@@ -429,18 +435,18 @@ def test_projected_tokens_are_computed_once_a_decode():
     change the embedding table in place (breaking the block's promise) and a token seen before keeps its
     first row, while a new one is made from the table as it is now; the next block starts afresh. (The
     table, not W: the reference's own linear_forward keeps W^T for the block as well.)"""
-    from minis2s.nn import layers
+    project = kernels.layers.embedding_linear_forward
     rng = numpy.random.default_rng(0)
     table, weight, bias = rng.standard_normal((6, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
     first_ids, later_ids = numpy.array([2, 5, 2]), numpy.array([5, 1])
     with dispatch.constant_weights():
-        first = layers.embedding_linear_forward(table, first_ids, weight, bias)
+        first = project(table, first_ids, weight, bias)
         table *= 2.0
-        later = layers.embedding_linear_forward(table, later_ids, weight, bias)
+        later = project(table, later_ids, weight, bias)
     assert numpy.array_equal(later[0], first[1])                                  # token 5: kept from the first call
     assert numpy.allclose(later[1], table[1] @ weight.T + bias, rtol=1e-12)      # token 1: new, the table now
     with dispatch.constant_weights():
-        again = layers.embedding_linear_forward(table, later_ids, weight, bias)
+        again = project(table, later_ids, weight, bias)
     assert numpy.allclose(again, table[later_ids] @ weight.T + bias, rtol=1e-12)
 
 

@@ -20,7 +20,6 @@ docs/notation.md):
 cv is the encoder's summary of the source (its final state, through the bridge): the d2l design feeds
 it at every step. Layer 0's input side x_t W_ih^T splits into the embedding's part, computed for every
 step at once where the inputs are known (``embedding_projection``), and the extras' part, per step.
-While decoding, the embedding's part comes straight from the previous tokens (``token_projection``).
 
 ``step_backward`` is the mirror image, the same concerns in reverse order (do_t arrives from the
 projection; the carried gradients ds_t, dh~_t from step t+1 start at zero):
@@ -51,8 +50,7 @@ from typing import NamedTuple
 from .. import backend
 from ..dispatch import twin
 from .attention import Attention
-from .layers import (Linear, dropout_backward, dropout_forward, embedding_linear_forward, linear_forward, tanh_backward,
-                     tanh_forward)
+from .layers import Linear, dropout_backward, dropout_forward, linear_forward, tanh_backward, tanh_forward
 from .module import Module
 from .rnn import Recurrent
 
@@ -100,12 +98,6 @@ class Decoder(Module):
     def embedding_projection(self, emb):
         """emb (..., E) -> emb W_ih0[:, :E]^T + b_ih0 (..., G*H): layer 0's input side for the embedding part."""
         return linear_forward(emb, self.rnn.params["weight_ih_l0"][:, :self.emb_size], self.rnn.params["bias_ih_l0"])[0]
-
-    def token_projection(self, table, tokens):
-        """tokens (B,), table the target embedding's (V, E) -> ``embedding_projection`` of their vectors (B, G*H):
-        a decoding step's input side, from the token ids."""
-        return embedding_linear_forward(table, tokens, self.rnn.params["weight_ih_l0"][:, :self.emb_size],
-                                        self.rnn.params["bias_ih_l0"])
 
     def initial_feed(self, batch):
         """h~_0 = 0 (B, H) with input feeding, else None."""
@@ -221,14 +213,6 @@ class Decoder(Module):
         h_prev = [xp.stack([s.stack.h_prev[k] for s in steps]) for k in range(self.rnn.num_layers)]
         self.rnn.stack_weight_grads(inputs, h_prev, dxw, dgh)
         return dxw[0] @ self.rnn.params["weight_ih_l0"][:, :self.emb_size]
-
-
-@twin("decoder.decode_step")
-def decode_step(decoder, xw_emb, state, feed, encoded):
-    """One step at decoding time (greedy, beam search): ``step_forward`` without dropout, keeping nothing
-    for a backward. -> o_t (B, H), the new state, the new feed, attention weights (S, B) or None."""
-    output, state, feed, weights, _ = decoder.step_forward(xw_emb, state, feed, encoded, train=False)
-    return output, state, feed, weights
 
 
 # ----------------------------------------------------------------------------- every step, teacher forced

@@ -152,15 +152,6 @@ def linear_forward(x, weight, bias=None):
     return y.reshape(x.shape[:-1] + (weight.shape[0],)), LinearCache(x=x)
 
 
-@twin("layers.embedding_linear_forward")
-def embedding_linear_forward(table, ids, weight, bias=None):
-    """table (V, E), ids (N,), weight (out, E), bias (out,) or None  ->  table[ids] W^T + b (N, out).
-
-    A token's vector and a linear layer on it, with no cache: how a decoding step (no backward) takes its
-    previous token into the decoder's first layer."""
-    return linear_forward(embedding_forward(table, ids)[0], weight, bias)[0]
-
-
 def linear_backward(dy, cache, weight, dweight, dbias=None):
     """Returns dx (..., in); adds dW = dy^T x and db = sum dy into dweight, dbias."""
     x2 = cache.x.reshape(-1, cache.x.shape[-1])

@@ -112,7 +112,6 @@ def direction_backward(cell, dout, dstate, cache, W_ih, grads):
     return dx, dstate
 
 
-@twin("rnn.add_weight_grads")
 def add_weight_grads(grads, x, h_prev, dxw, dgh):
     """After a time loop, one layer's weight gradients, one matrix product each over all steps:
     x (T, B, D) its inputs, h_prev (T, B, H) the states entering each step, dxw, dgh (T, B, G*H).
