@@ -55,7 +55,7 @@ def make_data(config, seed=0, decode_batch=None):
 
 def bench_minis2s(name, cell, attention, repeats=5, warmup=2, decode=True, dtype="float32"):
     """One row of the table for minis2s on the active backend: a dict of measurements."""
-    from .data import collate
+    from .batch import collate
     from .decode import beam_search, greedy
     from .model import Seq2Seq
     from .optim import Adam

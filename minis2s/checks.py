@@ -347,7 +347,7 @@ def unit_scale(module, seed):
 
 
 def random_batch(rng, src_lengths, tgt_lengths, src_vocab, tgt_vocab):
-    from .data import collate
+    from .batch import collate
     src = [rng.integers(4, src_vocab, size=n).tolist() for n in src_lengths]
     tgt = [rng.integers(4, tgt_vocab, size=n).tolist() for n in tgt_lengths]
     return collate(src, tgt)

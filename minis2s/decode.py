@@ -41,7 +41,7 @@ from typing import NamedTuple
 import numpy
 
 from . import backend, rng
-from .data import BOS, EOS, PAD, UNK, collate
+from .batch import BOS, EOS, PAD, UNK, collate
 from .dispatch import constant_weights, twin
 
 

@@ -3,8 +3,9 @@
     x  = E_src[src]                        (S, B, E)      the source, optionally reversed within each
                                                           sequence's length (Sutskever et al. 2014)
     K, s_enc = encoder(x, src_lengths)     K (S, B, M = dirs*H) the encoder outputs (attention's memory),
-                                           s_enc each sequence's final state
+                                           s_enc each sequence's final state (nn/encoder.py)
     s_0 = bridge(s_enc)                    the *context vector* cv: the source summed up in a fixed size
+                                           (nn/bridge.py)
                                            unidirectional: s_0 = s_enc
                                            bidirectional: per layer, tanh(W_b [h_fwd ; h_bwd] + b_b)
                                            (the same for c with its own W_b for the LSTM)
@@ -26,62 +27,21 @@ import inspect
 from typing import NamedTuple
 
 from . import backend
-from .data import BOS, PAD
-from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
+from .batch import BOS, PAD
 from .dispatch import twin
+from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
+from .nn.bridge import Bridge
 from .nn.decoder import Decoder, steps_backward, steps_forward
-from .nn.layers import (Embedding, EmbeddingCache, Linear, LinearCache, dropout_backward, dropout_forward,
-                        length_mask, log_softmax_forward, tanh_backward)
+from .nn.encoder import Encoder
+from .nn.layers import (Embedding, EmbeddingCache, LinearCache, dropout_backward, dropout_forward,
+                        length_mask, log_softmax_forward)
 from .nn.module import Module
-from .nn.rnn import Recurrent, reverse_index, reverse_time
+from .nn.rnn import reverse_index, reverse_time
 from .transformer import Transformer
 
 CELL_NAMES = {"rnn": "rnn_tanh", "lstm": "lstm", "gru": "gru"}
 ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general")
 BRIDGES = ("final", "zeros")
-
-
-class Bridge(Module):
-    """Joins a bidirectional encoder's two final states per layer: s_k = tanh(W_b [s_fwd ; s_bwd] + b_b),
-    from 2 x the encoder's hidden size per direction to the decoder's hidden size."""
-
-    def __init__(self, encoder_hidden_size, hidden_size, num_layers, state_size, dtype=None, seed=0):
-        super().__init__(dtype, seed)
-        self.num_layers, self.state_size = num_layers, state_size
-        for j, kind in enumerate("hc"[:state_size]):
-            for k in range(num_layers):
-                self.add_module(f"{kind}_l{k}", Linear(2 * encoder_hidden_size, hidden_size, dtype=dtype,
-                                                       seed=seed + 10 * j + k))
-
-    def forward(self, enc_state):
-        """enc_state: tuple of (2L, B, H) -> tuple of (L, B, H), cache."""
-        xp = backend.array_module(enc_state[0])
-        outputs, caches = [], []
-        for j, kind in enumerate("hc"[:self.state_size]):
-            layers = []
-            for k in range(self.num_layers):
-                joined = xp.concatenate([enc_state[j][2 * k], enc_state[j][2 * k + 1]], axis=1)
-                pre, cache = self.modules[f"{kind}_l{k}"].forward(joined)
-                layers.append(xp.tanh(pre))
-                caches.append((cache, layers[-1]))
-            outputs.append(xp.stack(layers))
-        return tuple(outputs), caches
-
-    def backward(self, dstate, caches):
-        """tuple of (L, B, H) -> tuple of (2L, B, H)."""
-        xp = backend.array_module(dstate[0])
-        denc = []
-        caches = iter(caches)
-        for j, kind in enumerate("hc"[:self.state_size]):
-            parts = []
-            for k in range(self.num_layers):
-                cache, out = next(caches)
-                dpre = tanh_backward(dstate[j][k], out)
-                djoined = self.modules[f"{kind}_l{k}"].backward(dpre, cache)
-                hidden = djoined.shape[1] // 2
-                parts += [djoined[:, :hidden], djoined[:, hidden:]]
-            denc.append(xp.stack(parts))
-        return tuple(denc)
 
 
 class Encoded(NamedTuple):
@@ -159,8 +119,8 @@ class Seq2Seq(Module):
         self.src_embedding = self.add_module("src_embedding", Embedding(src_vocab_size, emb_size, PAD, dtype, seed))
         self.tgt_embedding = self.add_module("tgt_embedding", Embedding(tgt_vocab_size, emb_size, PAD, dtype,
                                                                         seed + 1))
-        self.encoder = self.add_module("encoder", Recurrent(CELL_NAMES[cell], emb_size, encoder_hidden, num_layers,
-                                                            bidirectional, dropout, dtype, seed + 2))
+        self.encoder = self.add_module("encoder", Encoder(CELL_NAMES[cell], emb_size, encoder_hidden, num_layers,
+                                                          bidirectional, dropout, dtype, seed + 2))
         self.bridge = None
         if bidirectional and (bridge == "final" or context_feeding):
             self.bridge = self.add_module("bridge", Bridge(encoder_hidden, hidden_size, num_layers,
@@ -181,10 +141,7 @@ class Seq2Seq(Module):
             src = reverse_time(src, rev)
         emb, emb_cache = self.src_embedding.forward(src)
         emb, src_dropout = dropout_forward(emb, self.dropout, self.rng, train)
-        memory, enc_state, enc_cache = self.encoder.forward(emb, src_lengths, None, train)
-        if rev is not None:
-            memory = reverse_time(memory, rev)                  # attention sees the source in its own order
-        enc_state = enc_state if isinstance(enc_state, tuple) else (enc_state,)
+        memory, enc_state, enc_cache = self.encoder.encode(emb, src_lengths, rev, train)   # K, s_enc
         summary, bridge_cache = (self.bridge.forward(enc_state) if self.bridge is not None else (enc_state, None))
         if self.bridge_kind == "final":
             state = summary
@@ -202,8 +159,6 @@ class Seq2Seq(Module):
         if dprojected is not None:
             extra = self.decoder.attention.project_memory_backward(dprojected, encoded.memory)
             dmemory = extra if dmemory is None else dmemory + extra
-        if dmemory is not None and cache.reverse is not None:
-            dmemory = reverse_time(dmemory, cache.reverse)
         dsummary = dstate0 if self.bridge_kind == "final" else None
         if dcontext_vector is not None:
             dsummary = tuple(backend.array_module(dcontext_vector).zeros_like(s) for s in encoded.state) \
@@ -212,9 +167,7 @@ class Seq2Seq(Module):
         denc_state = None
         if dsummary is not None:
             denc_state = self.bridge.backward(dsummary, cache.bridge) if self.bridge is not None else dsummary
-            if self.encoder.cell.state_size == 1:
-                denc_state = denc_state[0]
-        demb, _ = self.encoder.backward(dmemory, denc_state, cache.encoder)
+        demb = self.encoder.encode_backward(dmemory, denc_state, cache.encoder, cache.reverse)
         demb = dropout_backward(demb, cache.src_dropout)
         self.src_embedding.backward(demb, cache.embedding)
 

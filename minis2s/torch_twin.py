@@ -21,7 +21,7 @@ import numpy
 import torch
 import torch.nn.functional as F
 
-from .data import PAD
+from .batch import PAD
 from .model import Encoded
 
 

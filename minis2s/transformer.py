@@ -20,7 +20,7 @@ sum of the two uses, dE_tgt = (the embedding's scatter of dy) + dlogits^T h.
 from typing import NamedTuple
 
 from . import backend
-from .data import PAD
+from .batch import PAD
 from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
 from .nn import init
 from .nn.layers import LinearCache, length_mask, linear_backward, linear_forward, log_softmax_forward

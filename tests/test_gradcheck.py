@@ -18,10 +18,11 @@ import pytest
 
 import minis2s
 from minis2s import checks, gradcheck, loss, model, transformer as transformer_model
-from minis2s.nn import attention, decoder, layer_norm, layers, module, multihead, rnn, rnn_cells, transformer
+from minis2s.nn import (attention, bridge, decoder, encoder, layer_norm, layers, module, multihead, rnn, rnn_cells,
+                        transformer)
 
 FACTOR = 1.001
-MODULES = (layers, rnn_cells, rnn, attention, decoder, model, loss, layer_norm, multihead, transformer,
+MODULES = (layers, rnn_cells, rnn, attention, encoder, bridge, decoder, model, loss, layer_norm, multihead, transformer,
            transformer_model)
 EXTRA = [(loss, "softmax_cross_entropy"),          # returns (loss, dlogits): the gradient is its second result
          (loss, "projected_cross_entropy"),        # returns (loss, doutputs); adds dW, db of the projection
@@ -163,7 +164,7 @@ def test_every_reference_backward_is_found():
     for expected in ("minis2s.nn.rnn_cells.lstm_step_backward", "minis2s.nn.rnn_cells.gru_step_backward",
                      "minis2s.nn.rnn_cells.rnn_step_backward", "minis2s.nn.rnn.direction_backward",
                      "minis2s.nn.attention.softmax_context_backward", "Attention.scores_backward",
-                     "Decoder.step_backward", "Decoder.combine_backward", "Bridge.backward",
+                     "Decoder.step_backward", "Decoder.combine_backward", "Bridge.backward", "Encoder.encode_backward",
                      "minis2s.nn.layers.linear_backward", "minis2s.nn.layers.embedding_backward"):
         assert expected in names, expected
     assert len(names) >= 25

@@ -1,11 +1,19 @@
-"""The import graph of minis2s (every import, those inside functions too): no cycle, and the layers in
-minis2s/nn/ import nothing from the floors above them (the model, the loss, the application)."""
+"""The import graph of minis2s (every import, those inside functions too): no cycle; the layers in
+minis2s/nn/ import nothing from the floors above them (the model, the loss, the application); and the
+book (the maths a learner reads, minis2s/__init__.py's first part) imports nothing from the
+application."""
 import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # the layers may use the array backend, the one dispatch to the fast twins, and the random generator
 NN_MAY_IMPORT = {"minis2s.backend", "minis2s.dispatch", "minis2s.rng"}
+# the book: minis2s/nn/ and these; the application is what minis2s/__init__.py lists as such
+BOOK = {"minis2s.backend", "minis2s.dispatch", "minis2s.rng", "minis2s.batch", "minis2s.loss", "minis2s.model",
+        "minis2s.transformer", "minis2s.decode", "minis2s.optim"}
+APPLICATION = {"minis2s.cli", "minis2s.__main__", "minis2s.config", "minis2s.train", "minis2s.parallel",
+               "minis2s.translator", "minis2s.ensemble", "minis2s.data", "minis2s.subword", "minis2s.datasets",
+               "minis2s.datasets.build_subsets", "minis2s.checkpoint", "minis2s.metrics", "minis2s.plots"}
 
 
 def module_name(path):
@@ -83,6 +91,12 @@ def imports_from_above(edges):
     return above
 
 
+def book_imports_of_the_application(edges):
+    """{book module: the application modules it imports}, for those that do."""
+    return {name: sorted(targets & APPLICATION) for name, targets in edges.items()
+            if (name in BOOK or name.startswith("minis2s.nn")) and targets & APPLICATION}
+
+
 def test_no_import_cycle():
     edges = graph()
     assert len(edges) > 40 and "minis2s.nn.rnn" in edges and "minis2s.kernels.cuda.rnn" in edges
@@ -93,12 +107,20 @@ def test_the_layers_import_nothing_from_above_them():
     assert imports_from_above(graph()) == {}
 
 
+def test_the_book_imports_nothing_from_the_application():
+    edges = graph()
+    assert BOOK | APPLICATION <= set(edges), sorted((BOOK | APPLICATION) - set(edges))
+    assert book_imports_of_the_application(edges) == {}
+
+
 def test_the_checks_can_fail():
-    """The two that were there are found: backend.rng importing rng (which imports backend), and
-    nn/rnn.py importing length_mask from loss.py."""
+    """The three that were there are found: backend.rng importing rng (which imports backend),
+    nn/rnn.py importing length_mask from loss.py, and model.py importing BOS and PAD from data.py."""
     edges = graph()
     edges["minis2s.backend"] = edges["minis2s.backend"] | {"minis2s.rng"}
     cycle = find_cycle(edges)
     assert cycle is not None and {"minis2s.backend", "minis2s.rng"} <= set(cycle)
     edges["minis2s.nn.rnn"] = edges["minis2s.nn.rnn"] | {"minis2s.loss"}
     assert imports_from_above(edges) == {"minis2s.nn.rnn": ["minis2s.loss"]}
+    edges["minis2s.model"] = edges["minis2s.model"] | {"minis2s.data"}
+    assert book_imports_of_the_application(edges) == {"minis2s.model": ["minis2s.data"]}
