@@ -20,11 +20,11 @@ are on, so minis2s runs without Numba. Every twin has a parity test against its 
     blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
     attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
     loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel
-    layer_norm.py layer_norm_forward/backward: layer norm in one pass each way, rows in parallel
+    layer_norm.py layer_norm_forward: layer norm in one pass, rows in parallel (the reference backward
+                  reads its cache)
     layers.py     log_softmax_forward: the same row-wise fusion for decoding's log-probabilities;
-                  softmax_forward/backward: the Transformer's attention weights, a row in cache;
-                  linear_forward: while decoding, the product on a kept contiguous W^T;
-                  embedding_linear_forward (for model.py): a token's E[y] W^T + b made once a decode
+                  for model.py's step (not twins): linear_forward, the product on a kept contiguous W^T,
+                  and embedding_linear_forward, a token's E[y] W^T + b made once a decode
     model.py      step: Seq2Seq.step, the decoding step, on the kernels above (the token's row, the
                   decoder's loop one step long, the output layer on a kept W^T, log-softmax)
     scalar.py     tanh_of, exp_of, max_of: float32 tanh and exp, and a running maximum, that LLVM

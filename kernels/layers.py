@@ -1,6 +1,5 @@
-"""log-softmax over the last axis: the fast twin of ``minis2s.nn.layers.log_softmax_forward``; softmax and
-its backward (the Transformer's attention weights); the twin of ``linear_forward``, and
-``embedding_linear_forward``, for decoding (kernels/model.py's decoding step).
+"""log-softmax over the last axis: the fast twin of ``minis2s.nn.layers.log_softmax_forward``; and for
+kernels/model.py's decoding step, ``linear_forward`` on a kept W^T and ``embedding_linear_forward``.
 
     log p_v = a_v - max a - log sum_v' exp(a_v' - max a)
 
@@ -63,86 +62,14 @@ def log_softmax_forward(a, axis=-1):
     return out.reshape(a.shape)
 
 
-# fastmath without its "no infinities" (and "no NaNs") promises: a masked score is -inf, and the test for it
-# must not be compiled away
-_WITH_INFINITIES = dict(_KERNEL, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-
-
-@numba.njit(**_WITH_INFINITIES)
-def _softmax_row(row, one, result):
-    """softmax of one row; an entry of -inf (a masked position) gets exactly 0, as the reference's exp."""
-    zero = one - one
-    top = row[0]
-    for v in range(1, row.shape[0]):
-        top = max_of(top, row[v])
-    total = zero
-    for v in range(row.shape[0]):
-        e = exp_of(row[v] - top) if row[v] != -numpy.inf else zero
-        result[v] = e
-        total += e
-    inverse = one / total
-    for v in range(row.shape[0]):
-        result[v] *= inverse
-
-
-@numba.njit(parallel=True, **_WITH_INFINITIES)
-def _softmax_rows(a, one, out, parts):
-    rows = a.shape[0]
-    for p in numba.prange(parts):
-        for n in range(p * rows // parts, (p + 1) * rows // parts):
-            _softmax_row(a[n], one, out[n])
-
-
-@numba.njit(parallel=True, **_KERNEL)
-def _softmax_backward_rows(dy, y, out, parts):
-    rows = dy.shape[0]
-    for p in numba.prange(parts):
-        for n in range(p * rows // parts, (p + 1) * rows // parts):
-            dot = 0.0
-            for v in range(dy.shape[1]):
-                dot += dy[n, v] * y[n, v]
-            for v in range(dy.shape[1]):
-                out[n, v] = y[n, v] * (dy[n, v] - dot)
-
-
-SOFTMAX_PARALLEL_FROM = 1 << 17   # elements: attention's (B, h, T, S) weights at base are 230k
-
-
-def _rows_of(a):
-    return numpy.ascontiguousarray(a).reshape(-1, a.shape[-1])
-
-
-def softmax_forward(a, axis=-1):
-    """The twin of ``minis2s.nn.layers.softmax_forward`` over the last axis: a row read once, its maximum,
-    exponentials and scaling in cache; masked (-inf) entries exactly 0. Other axes: the reference."""
-    if axis not in (-1, a.ndim - 1) or a.dtype not in (numpy.float32, numpy.float64) or a.size == 0:
-        return layers.softmax_forward.reference(a, axis)
-    rows = _rows_of(a)
-    out = numpy.empty_like(rows)
-    _softmax_rows(rows, a.dtype.type(1), out, numba.get_num_threads() if rows.size >= SOFTMAX_PARALLEL_FROM else 1)
-    return out.reshape(a.shape)
-
-
-def softmax_backward(dy, y, axis=-1):
-    """The twin of ``minis2s.nn.layers.softmax_backward``: da = y (dy - sum dy y), a row's dot product and
-    its output in one visit (the sum in float64)."""
-    if axis not in (-1, y.ndim - 1) or y.dtype not in (numpy.float32, numpy.float64) or y.size == 0:
-        return layers.softmax_backward.reference(dy, y, axis)
-    rows, probs = _rows_of(dy), _rows_of(y)
-    out = numpy.empty_like(probs)
-    _softmax_backward_rows(rows, probs, out, numba.get_num_threads() if rows.size >= SOFTMAX_PARALLEL_FROM else 1)
-    return out.reshape(y.shape)
-
-
 def linear_forward(x, weight, bias=None):
-    """The twin of ``minis2s.nn.layers.linear_forward``. Inside a decode (``dispatch.constant_weights``) the
-    product runs on a contiguous copy of W^T, made at the first step and kept: BLAS's plain x @ W_t is
-    faster than x @ W.T at decoding's few rows (measured, the output layer: 32 x 128 by 128 x 1,000
-    78 -> 53 us; 64 x 512 by 512 x 8,000 3.8 -> 3.1 ms), and a weight that is a column slice
-    (layer 0's embedding columns) is no longer gathered into a contiguous copy at every step.
-    Elsewhere, where the weights change between calls, the reference."""
+    """``minis2s.nn.layers.linear_forward`` for kernels/model.py's decoding step. Inside a decode
+    (``dispatch.constant_weights``) the product runs on a contiguous copy of W^T, made at the first step
+    and kept: BLAS's plain x @ W_t is faster than x @ W.T at decoding's few rows (measured, the output
+    layer: 32 x 128 by 128 x 1,000 78 -> 53 us; 64 x 512 by 512 x 8,000 3.8 -> 3.1 ms). Elsewhere, where
+    the weights change between calls, the reference."""
     if not dispatch.weights_constant():
-        return layers.linear_forward.reference(x, weight, bias)
+        return layers.linear_forward(x, weight, bias)
     weight_t = dispatch.derived("transposed", (weight,), lambda: transposed(weight))
     y = x.reshape(-1, x.shape[-1]) @ weight_t
     if bias is not None:
@@ -213,7 +140,7 @@ class _ProjectedTokens:
 
 def _embedding_linear(table, ids, weight, bias):
     """The book's E[ids] W^T + b: embedding_forward, then linear_forward."""
-    return layers.linear_forward.reference(layers.embedding_forward(table, ids)[0], weight, bias)[0]
+    return layers.linear_forward(layers.embedding_forward(table, ids)[0], weight, bias)[0]
 
 
 TOKEN_TABLE_LIMIT = 1 << 30      # bytes: a larger (V, out) table is not reserved (the reference runs instead)

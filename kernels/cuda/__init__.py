@@ -19,9 +19,7 @@ reductions around them, each in one launch:
     decode.py  beam_search (kernels/beam.py's batched search on CuPy arrays) and its top_k: the k best
                extensions per sentence, one block per sentence, nothing of
                (B, k*V) written
-    layers.py  softmax_forward/backward over the last axis (the Transformer's attention weights, -inf
-               entries exactly 0), one block a row, the row's reductions in shared memory
-    layer_norm.py  layer_norm_forward/backward: one block a row; dw, db a thread a column (no atomics)
+    layer_norm.py  layer_norm_forward: one block a row, the row's sums in shared memory
 
 The kernels take any array Numba's CUDA target accepts (CuPy's, through ``__cuda_array_interface__``)
 and launch on CuPy's current stream. Every one also runs in Numba's CUDA simulator

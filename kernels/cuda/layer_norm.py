@@ -1,13 +1,10 @@
-"""Layer norm on the GPU, one block a row: the CUDA twins of ``minis2s.nn.layer_norm.layer_norm_forward`` /
-``layer_norm_backward``.
+"""Layer norm's forward on the GPU, one block a row: the CUDA twin of
+``minis2s.nn.layer_norm.layer_norm_forward``.
 
     mu = mean x,  rstd = 1 / sqrt(mean (x - mu)^2 + eps),  n = (x - mu) rstd,  y = w n + b
-    dx = rstd (dn - mean dn - n mean (dn n)),  dn = dy w;  dw = sum_rows dy n,  db = sum_rows dy
 
 A block's threads stride over its row; each row sum is a tree reduction in shared memory, in float64
-(``layers.block_reduce``).
-The parameter gradients dw, db are a second launch, a thread a column summing over the rows in order:
-no float atomics, so the result is the same at every run.
+(``block_reduce``). The cache is the reference's (n, rstd): the reference backward follows it.
 """
 import math
 
@@ -16,7 +13,26 @@ from numba import cuda, float64
 from minis2s import backend
 
 from . import stream_of
-from .layers import THREADS, block_reduce
+
+THREADS = 128
+
+
+@cuda.jit(device=True)
+def block_reduce(value, shared):
+    """The sum of ``value`` over the block's threads, every thread getting it: a tree in shared memory,
+    THREADS a power of 2."""
+    tid = cuda.threadIdx.x
+    shared[tid] = value
+    cuda.syncthreads()
+    half = THREADS // 2
+    while half > 0:
+        if tid < half:
+            shared[tid] += shared[tid + half]
+        cuda.syncthreads()
+        half //= 2
+    result = shared[0]
+    cuda.syncthreads()
+    return result
 
 
 @cuda.jit
@@ -27,12 +43,12 @@ def _norm_forward(x, weight, bias, eps, y, norm, rstd):
     partial = 0.0
     for i in range(tid, size, THREADS):
         partial += x[r, i]
-    mu = block_reduce(partial, shared, False) / size
+    mu = block_reduce(partial, shared) / size
     partial = 0.0
     for i in range(tid, size, THREADS):
         centred = x[r, i] - mu
         partial += centred * centred
-    inverse = 1.0 / math.sqrt(block_reduce(partial, shared, False) / size + eps)
+    inverse = 1.0 / math.sqrt(block_reduce(partial, shared) / size + eps)
     if tid == 0:
         rstd[r] = inverse
     for i in range(tid, size, THREADS):
@@ -50,45 +66,3 @@ def layer_norm_forward(x, weight, bias, eps=1e-5):
     rstd = xp.empty(rows.shape[0], dtype=x.dtype)
     _norm_forward[rows.shape[0], THREADS, stream_of(x)](rows, weight, bias, eps, y, norm, rstd)
     return y.reshape(x.shape), LayerNormCache(norm.reshape(x.shape), rstd.reshape(x.shape[:-1] + (1,)))
-
-
-@cuda.jit
-def _norm_backward(dy, norm, rstd, weight, dx):
-    r, tid = cuda.blockIdx.x, cuda.threadIdx.x
-    size = dy.shape[1]
-    shared = cuda.shared.array(THREADS, float64)
-    mean_dn, mean_dn_n = 0.0, 0.0
-    for i in range(tid, size, THREADS):
-        dn = dy[r, i] * weight[i]
-        mean_dn += dn
-        mean_dn_n += dn * norm[r, i]
-    mean_dn = block_reduce(mean_dn, shared, False) / size
-    mean_dn_n = block_reduce(mean_dn_n, shared, False) / size
-    for i in range(tid, size, THREADS):
-        dx[r, i] = rstd[r] * (dy[r, i] * weight[i] - mean_dn - norm[r, i] * mean_dn_n)
-
-
-@cuda.jit
-def _norm_parameter_grads(dy, norm, dweight, dbias):
-    i = cuda.grid(1)
-    if i < dy.shape[1]:
-        dw, db = 0.0, 0.0
-        for r in range(dy.shape[0]):
-            dw += dy[r, i] * norm[r, i]
-            db += dy[r, i]
-        dweight[i] += dw
-        dbias[i] += db
-
-
-def layer_norm_backward(dy, cache, weight, dweight, dbias):
-    """dy (..., E) -> dx (..., E); adds dw and db into dweight, dbias."""
-    xp = backend.array_module(dy)
-    size = dy.shape[-1]
-    rows = xp.ascontiguousarray(dy).reshape(-1, size)
-    norm = xp.ascontiguousarray(cache.norm).reshape(-1, size)
-    rstd = xp.ascontiguousarray(cache.rstd).reshape(-1)
-    dx = xp.empty_like(rows)
-    stream = stream_of(dy)
-    _norm_backward[rows.shape[0], THREADS, stream](rows, norm, rstd, weight, dx)
-    _norm_parameter_grads[(size + THREADS - 1) // THREADS, THREADS, stream](rows, norm, dweight, dbias)
-    return dx.reshape(dy.shape)

@@ -42,7 +42,6 @@ def layer_norm_forward(x, weight, bias, eps=1e-5):
     return norm * weight + bias, LayerNormCache(norm, rstd)
 
 
-@twin("layer_norm.layer_norm_backward")
 def layer_norm_backward(dy, cache, weight, dweight, dbias):
     """dy (..., E) -> dx (..., E); adds dw and db into dweight, dbias."""
     norm, rstd = cache

@@ -57,7 +57,6 @@ def relu_backward(dy, y):
     return dy * (y > 0)
 
 
-@twin("layers.softmax_forward")
 def softmax_forward(a, axis=-1):
     """softmax(a) = exp(a - max a) / sum exp(a - max a) along ``axis``; an entry of -inf gets exactly 0
     (a masked position: the Transformer's attention)."""
@@ -67,7 +66,6 @@ def softmax_forward(a, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-@twin("layers.softmax_backward")
 def softmax_backward(dy, y, axis=-1):
     # da_j = sum_i dy_i dy_i/da_j = y_j (dy_j - sum_i dy_i y_i)
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
@@ -142,7 +140,6 @@ class LinearCache(NamedTuple):
     x: object            # (..., in)
 
 
-@twin("layers.linear_forward")
 def linear_forward(x, weight, bias=None):
     """x: (..., in), weight: (out, in), bias: (out,) or None  ->  y: (..., out)."""
     x2 = x.reshape(-1, x.shape[-1])                 # one (N, in) x (in, out) product, not one per leading index
