@@ -7,41 +7,46 @@ The reference functions never import this package: only the dispatch does, and o
 are on, so minis2s runs without Numba. Every twin has a parity test against its reference
 (tests/test_kernels.py).
 
-    rnn.py        direction_forward/backward: a layer's whole time loop (RNN, LSTM, GRU, masks
-                  included) in one Numba call each way, a row's gate maths in one pass (lstm_row,
-                  gru_row and their backward, shared with decoder.py); lstm_step_forward/backward,
-                  gru_step_forward/backward: one step's gate maths (scheduled sampling's steps)
-    decoder.py    steps_forward/backward: the decoder's whole time loop under teacher forcing (GRU or
-                  LSTM, any number of layers, Bahdanau attention with or without the attentional
-                  output, or Luong's dot or general with or without input feeding; context feeding,
-                  dropout) in one Numba call each way; where nothing feeds back into the cells (no
-                  attention, Luong's without feeding), no loop at all: the book's whole-sequence
-                  variant over rnn.py's kernels; decode_step: the loop one step long, for model.py
-    blas.py       NumPy's own BLAS (sgemm/dgemm) callable from inside those Numba loops
-    attention.py  softmax_context, softmax_context_backward, bahdanau_score_backward
-    loss.py       softmax_cross_entropy: the loss and the gradient, a row at a time in cache, rows in parallel
-    layer_norm.py layer_norm_forward: layer norm in one pass, rows in parallel (the reference backward
-                  reads its cache)
-    layers.py     log_softmax_forward: the same row-wise fusion for decoding's log-probabilities;
-                  for model.py's step (not twins): linear_forward, the product on a kept contiguous W^T,
-                  and embedding_linear_forward, a token's E[y] W^T + b made once a decode
-    model.py      step: Seq2Seq.step, the decoding step, on the kernels above (the token's row, the
-                  decoder's loop one step long, the output layer on a kept W^T, log-softmax)
-    scalar.py     tanh_of, exp_of, max_of: float32 tanh and exp, and a running maximum, that LLVM
-                  vectorises inside those loops
-    embedding.py  scatter_add_rows: the embedding gradient
-    beam.py       beam_search: the textbook search's twin, every sentence at once as array code on the
-                  device (NumPy or CuPy), the batch shrinking as sentences finish, back-pointers read
-                  back once after the loop
-    decode.py     top_k: that search's selection, one pass, no (B, k*V) temporary
-    optim.py      adam_update: one pass over p, g, m, v
-    rng.py        uniform: the counter-based generator, hash and float in one pass
+The ten twins, each of one coarse reference function (``@twin`` in minis2s; a CUDA twin in kernels/cuda/
+where one is named), and what each does differently from the book:
+
+    reference (minis2s/)             twin (kernels/)          what the twin does differently
+    rnn.direction_forward            rnn.py                   a layer's whole time loop (RNN, LSTM, GRU, masks)
+    rnn.direction_backward                                    in one Numba call each way, a row's gate maths in
+                                                              one pass, the step's product on BLAS from inside
+                                                              Numba, float32 tanh/exp vectorised (scalar.py);
+                                                              CUDA: the book's loop, each step one launch
+    decoder.steps_forward            decoder.py               the decoder's teacher-forced time loop (GRU/LSTM,
+    decoder.steps_backward                                    any layers, Bahdanau or Luong, feeding, dropout) in
+                                                              one Numba call each way; where nothing feeds back
+                                                              into the cells, no loop: the book's whole-sequence
+                                                              variant over rnn.py's kernels (CUDA: that variant)
+    model.Seq2Seq.step               model.py                 decoding's step on kept tables: a token's row of
+                                                              E W_emb^T made once a decode, the decoder's loop one
+                                                              step long, W_out^T kept contiguous, log-softmax in
+                                                              one pass a row (layers.py)
+    decode.beam_search               beam.py, decode.py       every sentence at once as array code (NumPy or
+                                                              CuPy), the batch shrinking as sentences finish,
+                                                              back-pointers read once after the loop; top_k in
+                                                              one pass, no (B, k*V) temporary
+    loss.softmax_cross_entropy       loss.py                  the loss and its gradient a row at a time in cache,
+                                                              rows in parallel (CUDA: one block a row)
+    optim.adam_update                optim.py                 one pass over p, g, m, v, in place (rows in
+                                                              parallel for large tensors)
+    embedding.scatter_add_rows       embedding.py             the embedding gradient as a plain loop, not ``add.at`` (CUDA:
+                                                              sorted segments, no float atomics: bit-exact)
+    rng.uniform                      rng.py                   the counter-based generator, hash and float in
+                                                              one pass
+
+The rest of this package serves those ten: blas.py (NumPy's own BLAS, sgemm/dgemm, callable from inside
+the Numba loops), attention.py (a step's masked softmax and context, for decoder.py), layers.py (for
+model.py's step: log-softmax a row in one pass, the product on a kept W^T, the token-row table) and
+scalar.py (float32 tanh and exp, and a running maximum, that LLVM vectorises inside those loops).
 
 Numba's scalar tanh/exp are not vectorised (llvmlite has had no SVML since LLVM 20, Numba 0.62, so
-installing Intel's runtime changes nothing: ``numba -s`` says "SVML Operational: False"). The step
-kernels leave whole-array tanh/exp to NumPy and fuse the arithmetic around them; the whole-sequence
-kernels, the decoder's loop, the loss and log-softmax use scalar.py's float32 tanh and exp, which LLVM
-does vectorise.
+installing Intel's runtime changes nothing: ``numba -s`` says "SVML Operational: False"). The
+whole-sequence kernels, the decoder's loop, the loss and log-softmax use scalar.py's float32 tanh and
+exp instead, which LLVM does vectorise.
 
 Numba caches each compiled kernel beside its source (``cache=True``) and checks only the kernel's own
 file for changes: after editing a function other kernels call (scalar.py, rnn.py's row functions,

@@ -1,6 +1,7 @@
-"""Fused attention: the fast twins of ``minis2s.nn.attention`` (masked softmax, context, backward).
+"""Fused attention for the decoder's loop (decoder.py): the masked softmax and context of one step, and its
+backward, as loops the decoder's kernels call (not twins: the book's attention step has none).
 
-Reference equations (attention.py), per sentence b, over source positions s:
+Reference equations (minis2s/nn/attention.py), per sentence b, over source positions s:
 
     alpha_s  = exp(score_s - max score) [s real] / sum over real s'      ctx = sum_s alpha_s K_s
     dalpha_s = dctx . K_s     dK_s += alpha_s dctx    dscore_s = alpha_s (dalpha_s - sum_s' alpha_s' dalpha_s')
@@ -8,8 +9,7 @@ Reference equations (attention.py), per sentence b, over source positions s:
               the gradient of W_q q = sum_s dpre_s
 
 The reference makes a (S, B, M) temporary for every product and a pass for every sum; here each is
-one loop that reads the memory once. The (S, B, A) tanh of Bahdanau's phi stays with NumPy (its
-tanh is vectorised, Numba's scalar one is 30x slower here), and so do the matrix products.
+one loop that reads the memory once (Bahdanau's backward is fused into decoder.py's loop).
 """
 import math
 
@@ -39,14 +39,6 @@ def softmax_context_into(scores, mask, memory, weights, context):
             if w != 0.0:
                 for m in range(memory.shape[2]):
                     context[b, m] += w * memory[s, b, m]
-
-
-def softmax_context(scores, mask, memory):
-    """scores (S, B), mask (S, B), memory (S, B, M) -> weights alpha (S, B), ctx (B, M)."""
-    weights = numpy.empty_like(scores)
-    context = numpy.empty((memory.shape[1], memory.shape[2]), dtype=memory.dtype)
-    softmax_context_into(scores, mask, memory, weights, context)
-    return weights, context
 
 
 @numba.njit(cache=True)
@@ -82,35 +74,3 @@ def _context_backward(dcontext, weights, memory, dmemory, dscores):
             weighted += w * dalpha
         for s in range(steps):
             dscores[s, b] = weights[s, b] * (dscores[s, b] - weighted)
-
-
-def softmax_context_backward(dcontext, weights, memory, dmemory):
-    """dctx (B, M) -> dscores (S, B) through the softmax; adds dK_s = alpha_s dctx into dmemory (S, B, M)."""
-    dscores = numpy.empty_like(weights)
-    _context_backward(dcontext, weights, memory, dmemory, dscores)
-    return dscores
-
-
-@numba.njit(cache=True)
-def _bahdanau_backward(dscores, phi, v, dv, dprojected, dquery_projected):
-    steps, batch, size = phi.shape
-    for b in range(batch):
-        for a in range(size):
-            dquery_projected[b, a] = 0.0
-    for s in range(steps):
-        for b in range(batch):
-            de = dscores[s, b]
-            for a in range(size):
-                tt = phi[s, b, a]
-                dv[a] += de * tt
-                d = de * v[a] * (1 - tt * tt)
-                dprojected[s, b, a] += d
-                dquery_projected[b, a] += d
-
-
-def bahdanau_score_backward(dscores, phi, v, dv, dprojected):
-    """dscores (S, B), phi (S, B, A) -> the gradient of W_q q (B, A); adds into dv and dprojected."""
-    dquery_projected = numpy.empty((phi.shape[1], phi.shape[2]), dtype=phi.dtype)
-    _bahdanau_backward(dscores, phi, v, dv, dprojected, dquery_projected)
-    return dquery_projected
-

@@ -5,9 +5,9 @@ The maths of minis2s is written once, in the reference functions a learner reads
 fast twin in ``kernels/`` (the same equations as Numba loops) with the same arguments and the same
 results. The twin is named where the reference is defined, and nowhere else:
 
-    @twin("rnn.lstm_step_forward")          # kernels/rnn.py: lstm_step_forward
-    def lstm_step_forward(xw, h, c, W_hh, b_hh):
-        ...                                  # the reference
+    @twin("rnn.direction_forward")          # kernels/rnn.py: direction_forward
+    def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
+        ...                                  # the reference: a layer's time loop over the sequence
 
 A call then goes through ``dispatch`` below, which runs the twin when
 

@@ -23,7 +23,7 @@ their logits or targets are. Reductions:
 """
 from . import backend
 from .dispatch import twin
-from .nn.layers import length_mask, linear_backward, linear_forward, log_softmax_forward
+from .nn.layers import length_mask, log_softmax_forward
 
 REDUCTIONS = ("mean", "sum", "sequence")
 
@@ -86,20 +86,3 @@ def softmax_cross_entropy(logits, targets, mask, weight, label_smoothing=0.0):
     token_loss = xp.where(mask, token_loss, 0.0).astype(logits.dtype)
     dlogits = xp.where(mask[..., None], dlogits, 0.0).astype(logits.dtype)
     return token_loss, dlogits
-
-
-@twin("loss.projected_cross_entropy")
-def projected_cross_entropy(outputs, weight, bias, targets, lengths, label_smoothing, dweight, dbias):
-    """Training's last layer and its loss, forward and backward in one call:
-
-        logits = o W^T + b                          (T, B, V)    the output projection (nn/layers.py)
-        loss, dlogits = cross_entropy(logits, ...)                 the mean over real target tokens (above)
-        dW += dlogits^T o,  db += sum dlogits,  do = dlogits W     the projection's backward
-
-    outputs o (T, B, H), weight (V, H), bias (V,) or None, targets (T, B), lengths (B,); adds into dweight
-    and dbias; returns (loss, doutputs (T, B, H)). The three steps are the ones a learner reads one by one;
-    they share a call so that the fast twin (kernels/loss.py) can leave out the padded positions, whose
-    dlogits rows are exactly zero: their logits are never needed."""
-    logits, cache = linear_forward(outputs, weight, bias)
-    loss, dlogits = cross_entropy(logits, targets, lengths, label_smoothing=label_smoothing)
-    return loss, linear_backward(dlogits, cache, weight, dweight, dbias)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 from . import backend
 from .batch import BOS, PAD
 from .dispatch import twin
-from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
+from .loss import cross_entropy, sequence_logprobs
 from .nn.bridge import Bridge
 from .nn.decoder import Decoder, steps_backward, steps_forward
 from .nn.encoder import Encoder
@@ -267,17 +267,9 @@ class Seq2Seq(Module):
         The loss stays where the model runs: a float on NumPy, a 0-d array on a GPU, so that a training step
         never waits for the device (``backend.to_float(loss)`` reads it)."""
         self.zero_grad()
-        outputs, logits, cache = self.forward_outputs(batch, train=True, teacher_forcing=teacher_forcing)
-        if logits is not None:          # scheduled sampling: its time loop needed the logits already
-            value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths,
-                                           label_smoothing=self.label_smoothing)
-            self.backward(dlogits, cache)
-            return value
-        out = self.decoder.out          # the projection, the loss and the projection's backward in one call
-        value, doutputs = projected_cross_entropy(outputs, out.params["weight"], out.params.get("bias"),
-                                                  batch.tgt_out, batch.tgt_lengths, self.label_smoothing,
-                                                  out.grads["weight"], out.grads.get("bias"))
-        self.outputs_backward(doutputs, cache)
+        logits, cache = self.forward(batch, train=True, teacher_forcing=teacher_forcing)
+        value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=self.label_smoothing)
+        self.backward(dlogits, cache)
         return value
 
     # ------------------------------------------------------------------ decoding, one step, no caches kept

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from . import backend
 from .batch import PAD
-from .loss import cross_entropy, projected_cross_entropy, sequence_logprobs
+from .loss import cross_entropy, sequence_logprobs
 from .nn import init
 from .nn.layers import LinearCache, length_mask, linear_backward, linear_forward, log_softmax_forward
 from .nn.module import Module
@@ -158,10 +158,9 @@ class Transformer(Module):
         """The same loss in training mode (dropout); fills ``grads`` (zeroed first). ``teacher_forcing`` is
         accepted for the training loop's sake: a Transformer trains teacher forced."""
         self.zero_grad()
-        h, cache = self.forward_outputs(batch, train=True)
-        value, dh = projected_cross_entropy(h, self.output_weight, None, batch.tgt_out, batch.tgt_lengths,
-                                            self.label_smoothing, self.output_grad, None)   # projection + loss
-        self.outputs_backward(dh, cache)
+        logits, cache = self.forward(batch, train=True)
+        value, dlogits = cross_entropy(logits, batch.tgt_out, batch.tgt_lengths, label_smoothing=self.label_smoothing)
+        self.backward(dlogits, cache)
         return value
 
     # ------------------------------------------------------------------ decoding, one position a step

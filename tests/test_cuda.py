@@ -63,15 +63,14 @@ def test_recurrent_steps(device, cell, dtype, tolerance):
     h, c, dh, dc = (normal(rng, (batch, hidden), dtype) for _ in range(4))
     on = device.asarray
     if cell == "lstm":
-        reference = rnn_cells.lstm_step_forward.reference(xw, h, c, W_hh, b_hh)
+        reference = rnn_cells.lstm_step_forward(xw, h, c, W_hh, b_hh)
         results = fast.lstm_step_forward(on(xw), on(h), on(c), on(W_hh), on(b_hh))
-        reference = reference[:2] + tuple(reference[2][:6]) + rnn_cells.lstm_step_backward.reference(dh, dc,
-                                                                                                     reference[2])
+        reference = reference[:2] + tuple(reference[2][:6]) + rnn_cells.lstm_step_backward(dh, dc, reference[2])
         results = results[:2] + tuple(results[2][:6]) + fast.lstm_step_backward(on(dh), on(dc), results[2])
     else:
-        reference = rnn_cells.gru_step_forward.reference(xw, h, W_hh, b_hh)
+        reference = rnn_cells.gru_step_forward(xw, h, W_hh, b_hh)
         results = fast.gru_step_forward(on(xw), on(h), on(W_hh), on(b_hh))
-        reference = reference[:1] + tuple(reference[1][:5]) + rnn_cells.gru_step_backward.reference(dh, reference[1])
+        reference = reference[:1] + tuple(reference[1][:5]) + rnn_cells.gru_step_backward(dh, reference[1])
         results = results[:1] + tuple(results[1][:5]) + fast.gru_step_backward(on(dh), results[1])
     assert len(results) == len(reference)
     for k, (a, b) in enumerate(zip(results, reference)):
@@ -121,40 +120,54 @@ def test_the_dispatch_sends_cupy_arrays_to_the_cuda_twins(device):
     if device is numpy:
         pytest.skip("the simulator's arrays are NumPy's: the dispatch sends those to the CPU twins")
     from minis2s.kernels.cuda import rnn as fast
-    from minis2s.nn import rnn_cells
+    from minis2s.nn import rnn, rnn_cells
     calls = []
-    original = fast.gru_step_forward
-    fast.gru_step_forward = lambda *args: calls.append(1) or original(*args)
+    original = fast.direction_forward
+    fast.direction_forward = lambda *args: calls.append(1) or original(*args)
     try:
         with dispatch.reference_path(False):
-            x = device.zeros((2, 6), dtype=device.float32)
-            rnn_cells.gru_step_forward(x, device.zeros((2, 2), dtype=device.float32),
-                                       device.zeros((6, 2), dtype=device.float32), device.zeros(6, dtype=device.float32))
+            zeros = lambda *shape: device.zeros(shape, dtype=device.float32)
+            rnn.direction_forward(rnn_cells.CELLS["gru"], zeros(3, 2, 4), (zeros(2, 2),), zeros(6, 4), zeros(6),
+                                  zeros(6, 2), zeros(6), device.ones((3, 2), dtype=bool))
     finally:
-        fast.gru_step_forward = original
+        fast.direction_forward = original
     assert calls == [1]
 
 
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
-def test_attention_softmax_and_context(device, dtype, tolerance):
-    from minis2s.kernels.cuda import attention as fast
-    from minis2s.nn import attention
-    rng = numpy.random.default_rng(6)
-    source, batch, size = 5, 3, 4
-    scores, memory = normal(rng, (source, batch), dtype, 2.0), normal(rng, (source, batch, size), dtype)
-    mask = numpy.arange(source)[:, None] < numpy.array([5, 2, 1])[None, :]
-    dctx, dmemory = normal(rng, (batch, size), dtype), normal(rng, (source, batch, size), dtype)
-    weights, ctx = attention.softmax_context.reference(scores, mask, memory)
-    expected_dmemory = dmemory.copy()
-    dscores = attention.softmax_context_backward.reference(dctx, weights, memory, expected_dmemory)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_recurrent_direction(device, cell, dtype, tolerance):
+    """A direction over a padded sequence, forward and backward: the CUDA twin (the book's loop on the fused
+    steps) against the reference: outputs, final state, dx, the first state's gradient, the weight gradients.
+    Bound: a step's tolerance times the T = 4 steps a gradient flows through."""
+    from minis2s.kernels.cuda import rnn as fast
+    from minis2s.nn import rnn, rnn_cells
+    rng = numpy.random.default_rng(11)
+    steps, batch, size, hidden = 4, 3, 5, 4
+    kind = rnn_cells.CELLS[cell]
+    G = kind.gates * hidden
+    x, dout = normal(rng, (steps, batch, size), dtype), normal(rng, (steps, batch, hidden), dtype)
+    W_ih, W_hh = normal(rng, (G, size), dtype, 0.5), normal(rng, (G, hidden), dtype, 0.5)
+    b_ih, b_hh = normal(rng, (G,), dtype), normal(rng, (G,), dtype)
+    state = tuple(normal(rng, (batch, hidden), dtype) for _ in range(kind.state_size))
+    dfinal = tuple(normal(rng, (batch, hidden), dtype) for _ in range(kind.state_size))
+    mask = numpy.arange(steps)[:, None] < numpy.array([4, 2, 1])[None, :]
+    grads = [numpy.zeros_like(a) for a in (W_ih, b_ih, W_hh, b_hh)]
+    out, final, cache = rnn.direction_forward.reference(kind, x, state, W_ih, b_ih, W_hh, b_hh, mask)
+    dx, dfirst = rnn.direction_backward.reference(kind, dout, dfinal, cache, W_ih, grads)
     on = device.asarray
-    fast_weights, fast_ctx = fast.softmax_context(on(scores), on(mask), on(memory))
-    fast_dmemory = on(dmemory)
-    fast_dscores = fast.softmax_context_backward(on(dctx), fast_weights, on(memory), fast_dmemory)
-    for what, a, b in (("weights", fast_weights, weights), ("ctx", fast_ctx, ctx), ("dscores", fast_dscores, dscores),
-                       ("dmemory", fast_dmemory, expected_dmemory)):
-        near(a, b, tolerance, what)
-    assert numpy.all(backend.to_numpy(fast_weights)[~mask] == 0)      # padded positions: exactly zero
+    fast_grads = [on(numpy.zeros_like(a)) for a in (W_ih, b_ih, W_hh, b_hh)]
+    fast_out, fast_final, fast_cache = fast.direction_forward(kind, on(x), tuple(map(on, state)), on(W_ih), on(b_ih),
+                                                              on(W_hh), on(b_hh), on(mask))
+    fast_dx, fast_dfirst = fast.direction_backward(kind, on(dout), tuple(map(on, dfinal)), fast_cache, on(W_ih),
+                                                   fast_grads)
+    pairs = [("out", fast_out, out), ("dx", fast_dx, dx)] + [
+        (f"final {k}", a, b) for k, (a, b) in enumerate(zip(fast_final, final))] + [
+        (f"dfirst {k}", a, b) for k, (a, b) in enumerate(zip(fast_dfirst, dfirst))] + [
+        (name, a, b) for name, a, b in zip(("dW_ih", "db_ih", "dW_hh", "db_hh"), fast_grads, grads)]
+    for what, a, b in pairs:
+        assert a.dtype == dtype, what
+        near(a, b, 4 * tolerance, f"{cell} {what}")
 
 
 @pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
@@ -196,26 +209,6 @@ def test_beam_top_k(device, k):
     numpy.testing.assert_array_equal(best, expected)
     _, array_scores = beam.top_k(scores, logp)
     numpy.testing.assert_array_equal(best_scores, array_scores)
-
-
-@pytest.mark.parametrize("dtype,tolerance", TOLERANCES)
-def test_layer_norm(device, dtype, tolerance):
-    """Layer norm's forward a block a row against the reference, and the reference backward on its cache."""
-    from minis2s.kernels.cuda import layer_norm as fast
-    from minis2s.nn import layer_norm
-    rng = numpy.random.default_rng(9)
-    x, dy = normal(rng, (2, 3, 5), dtype, 2.0), normal(rng, (2, 3, 5), dtype)
-    weight, bias = normal(rng, (5,), dtype) + 1, normal(rng, (5,), dtype)
-    y, cache = layer_norm.layer_norm_forward.reference(x, weight, bias)
-    dweight, dbias = numpy.zeros_like(weight), numpy.zeros_like(bias)
-    dx = layer_norm.layer_norm_backward(dy, cache, weight, dweight, dbias)
-    on = device.asarray
-    fast_y, fast_cache = fast.layer_norm_forward(on(x), on(weight), on(bias))
-    fast_dweight, fast_dbias = on(numpy.zeros_like(weight)), on(numpy.zeros_like(bias))
-    fast_dx = layer_norm.layer_norm_backward(on(dy), fast_cache, on(weight), fast_dweight, fast_dbias)
-    for what, a, b in (("y", fast_y, y), ("rstd", fast_cache.rstd, cache.rstd), ("dx", fast_dx, dx),
-                       ("dweight", fast_dweight, dweight), ("dbias", fast_dbias, dbias)):
-        near(a, b, tolerance, what)
 
 
 @pytest.mark.parametrize("attention,feeding", [("none", False), ("luong-general", False), ("luong-dot", True)])

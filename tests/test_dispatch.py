@@ -30,10 +30,33 @@ def test_the_switch_and_the_context_manager():
 
 
 def test_a_marked_function_names_its_twin_and_keeps_its_reference():
-    assert rnn_cells.lstm_step_backward.twin_name == "rnn.lstm_step_backward"
-    assert rnn_cells.lstm_step_backward.reference.__module__ == "minis2s.nn.rnn_cells"
-    from minis2s.kernels import rnn
-    assert callable(getattr(rnn, "lstm_step_backward"))
+    from minis2s.nn import rnn
+    assert rnn.direction_backward.twin_name == "rnn.direction_backward"
+    assert rnn.direction_backward.reference.__module__ == "minis2s.nn.rnn"
+    from minis2s.kernels import rnn as fast
+    assert callable(getattr(fast, "direction_backward"))
+    assert not hasattr(rnn_cells.lstm_step_backward, "twin_name")      # a cell's step is the book's alone
+
+
+def test_at_most_ten_twins_each_with_its_kernel():
+    """The book has at most ten hooks (kernels/__init__.py lists them): every ``@twin`` in minis2s/, found by
+    walking its modules, names a function that exists in kernels/."""
+    import importlib
+    import pkgutil
+    import minis2s
+    marks = {}
+    for info in pkgutil.walk_packages(minis2s.__path__, "minis2s."):
+        if info.name.startswith("minis2s.kernels") or info.name in ("minis2s.__main__",):
+            continue
+        module = importlib.import_module(info.name)
+        for value in list(vars(module).values()) + [v for c in vars(module).values() if isinstance(c, type)
+                                                    for v in vars(c).values()]:
+            if getattr(value, "twin_name", None) and getattr(value, "__module__", None) == info.name:
+                marks[value.twin_name] = value
+    assert 5 <= len(marks) <= 10, sorted(marks)
+    for name in marks:
+        module_name, function_name = name.split(".")
+        assert callable(getattr(importlib.import_module(f"minis2s.kernels.{module_name}"), function_name)), name
 
 
 def test_arrays_not_from_numpy_keep_the_reference_path():

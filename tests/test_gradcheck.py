@@ -25,7 +25,6 @@ FACTOR = 1.001
 MODULES = (layers, rnn_cells, rnn, attention, encoder, bridge, decoder, model, loss, layer_norm, multihead, transformer,
            transformer_model)
 EXTRA = [(loss, "softmax_cross_entropy"),          # returns (loss, dlogits): the gradient is its second result
-         (loss, "projected_cross_entropy"),        # returns (loss, doutputs); adds dW, db of the projection
          (rnn.Recurrent, "stack_weight_grads"),    # adds the decoder stack's weight gradients
          (decoder.Decoder, "weight_grads")]
 

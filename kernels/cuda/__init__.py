@@ -5,21 +5,18 @@ Each public function has the name, arguments and results of a reference function
 matrix products stay with cuBLAS (CuPy's ``@``); what is fused is the elementwise maths and the
 reductions around them, each in one launch:
 
-    rnn.py     lstm_step_forward/backward, gru_step_forward/backward: gates, nonlinearities and the state
-               update of one step in one launch each way
+    rnn.py     direction_forward/backward: the book's time loop over a sequence, each LSTM or GRU step's
+               gates, nonlinearities and state update in one launch each way
+    decoder.py steps_forward/backward: where nothing feeds back into the cells, the decoder over whole
+               sequences (a few large launches); else the book's step loop (its cells, attention and
+               layers as CuPy array code)
     loss.py    softmax_cross_entropy: log-softmax, masked (smoothed) cross-entropy and its gradient, one
                block per row
     optim.py   adam_update: one pass over p, g, m, v
-    attention.py  softmax_context and its backward: masked softmax over the source and the context,
-               one block per sentence
     embedding.py  scatter_add_rows: the embedding gradient by sorted segments, no float atomics, so a
                resumed run is bit-exact
-    decoder.py steps_forward/backward: where nothing feeds back into the cells, the decoder over whole
-               sequences (a few large launches); the reference's step loop otherwise
     decode.py  beam_search (kernels/beam.py's batched search on CuPy arrays) and its top_k: the k best
-               extensions per sentence, one block per sentence, nothing of
-               (B, k*V) written
-    layer_norm.py  layer_norm_forward: one block a row, the row's sums in shared memory
+               extensions per sentence, one block per sentence, nothing of (B, k*V) written
 
 The kernels take any array Numba's CUDA target accepts (CuPy's, through ``__cuda_array_interface__``)
 and launch on CuPy's current stream. Every one also runs in Numba's CUDA simulator

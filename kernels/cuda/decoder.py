@@ -5,7 +5,8 @@ A decoder whose cells see only the embedding (no attention, or Luong's without i
 context feeding) is a recurrent layer over the shifted targets: ``forward_whole_sequences`` (array
 code, in the book beside the loop) runs each layer over all steps and Luong's attention for all steps
 at once, a few large launches instead of a dozen small ones a step. Every other decoder keeps the
-reference's step loop (its cell maths reaches rnn.py's CUDA twins through the dispatch).
+reference's step loop, its cells and attention as the book's CuPy array code (no fused step:
+not measured on a GPU).
 """
 
 

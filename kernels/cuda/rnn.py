@@ -1,7 +1,10 @@
-"""One LSTM or GRU step with its gate maths fused into one CUDA launch each way (twins of
-``minis2s.nn.rnn_cells``; the equations are written there). The recurrent product h W_hh^T and the
-backward dgh W_hh stay with cuBLAS. One thread per (row, unit); ``one`` is a 1 of the arrays' dtype,
-so that float32 arithmetic stays float32 on the device.
+"""A recurrent direction over a sequence on the GPU: the CUDA twins of ``minis2s.nn.rnn.direction_forward``
+and ``direction_backward``. They run the reference's own time loop (``direction_forward.reference``) on
+a cell whose step is fused: an LSTM or GRU step's gate maths in one CUDA launch each way, where the
+reference's array code takes a dozen (the equations are written in ``minis2s.nn.rnn_cells``). The
+recurrent product h W_hh^T and the backward dgh W_hh stay with cuBLAS. One thread per (row, unit);
+``one`` is a 1 of the arrays' dtype, so that float32 arithmetic stays float32 on the device. A plain
+RNN's step is the reference's.
 """
 import math
 
@@ -128,3 +131,46 @@ def gru_step_backward(dh_next, cache):
         dh_next, cache.h, cache.r, cache.z, cache.n, cache.gh_n, cache.h.dtype.type(1), dxw, dgh, dh)
     dh += dgh @ cache.W_hh
     return dxw, dgh, dh
+
+
+# ----------------------------------------------------------------------------- the twins
+
+def _lstm_cell_forward(xw, state, W_hh, b_hh):
+    h_next, c_next, cache = lstm_step_forward(xw, state[0], state[1], W_hh, b_hh)
+    return (h_next, c_next), cache
+
+
+def _lstm_cell_backward(dstate, cache):
+    dxw, dgh, dh, dc = lstm_step_backward(dstate[0], dstate[1], cache)
+    return dxw, dgh, (dh, dc)
+
+
+def _gru_cell_forward(xw, state, W_hh, b_hh):
+    h_next, cache = gru_step_forward(xw, state[0], W_hh, b_hh)
+    return (h_next,), cache
+
+
+def _gru_cell_backward(dstate, cache):
+    dxw, dgh, dh = gru_step_backward(dstate[0], cache)
+    return dxw, dgh, (dh,)
+
+
+def fused(cell):
+    """The book's Cell with its step on the kernels above (LSTM, GRU); a plain RNN's cell unchanged."""
+    if cell.name == "lstm":
+        return cell._replace(forward=_lstm_cell_forward, backward=_lstm_cell_backward)
+    if cell.name == "gru":
+        return cell._replace(forward=_gru_cell_forward, backward=_gru_cell_backward)
+    return cell
+
+
+def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
+    """The twin of ``minis2s.nn.rnn.direction_forward``: the reference's loop, each step one launch."""
+    from minis2s.nn.rnn import direction_forward as book
+    return book.reference(fused(cell), x, state, W_ih, b_ih, W_hh, b_hh, mask)
+
+
+def direction_backward(cell, dout, dstate, cache, W_ih, grads):
+    """The twin of ``minis2s.nn.rnn.direction_backward`` (its forward must have been this file's)."""
+    from minis2s.nn.rnn import direction_backward as book
+    return book.reference(fused(cell), dout, dstate, cache, W_ih, grads)

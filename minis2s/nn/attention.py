@@ -24,7 +24,7 @@ Backward (dctx from above), the mirror image:
         dscore_s = alpha_s (dalpha_s - sum_s' alpha_s' dalpha_s')    (softmax backward; 0 where alpha is 0)
     luong-dot:      dq = sum_s dscore_s K_s,            dK_s += dscore_s q
     luong-general:  du = sum_s dscore_s K_s,  dK_s += dscore_s u,  dW_a += du^T q,  dq = du W_a
-    bahdanau (bahdanau_score_backward, then the query's projection):
+    bahdanau (``scores_backward``):
                     dv += sum_s,b dscore_s phi_s,       dpre_s = dscore_s v (1 - phi_s^2)     (through tanh)
                     dKW_s += dpre_s   (the projected memory's gradient, summed over all decoder steps;
                                        ``project_memory_backward`` then: dW_k += dKW^T K,  dK += dKW W_k)
@@ -49,7 +49,6 @@ from typing import NamedTuple
 import numpy
 
 from .. import backend
-from ..dispatch import twin
 from . import init
 from .module import Module
 
@@ -162,9 +161,12 @@ class Attention(Module):
     def scores_backward(self, dscores, cache, memory, dmemory, dprojected):
         """dscores (S, B) -> dquery (B, Q); adds into dmemory, dprojected and the weights' gradients."""
         if self.kind == "bahdanau":
-            dquery_projected = bahdanau_score_backward(dscores, cache.phi, self.params["v"], self.grads["v"],
-                                                       dprojected)
-            self.grads["W_q"] += dquery_projected.T @ cache.query           # W_q q
+            phi = cache.phi
+            self.grads["v"] += (phi * dscores[:, :, None]).sum(axis=(0, 1))  # score_s = v . phi_s
+            dpre = dscores[:, :, None] * self.params["v"] * (1 - phi * phi)   # phi_s = tanh(pre_s)
+            dprojected += dpre                                                # pre_s = W_q q + (K W_k^T)_s
+            dquery_projected = dpre.sum(axis=0)                               # W_q q is shared by every s
+            self.grads["W_q"] += dquery_projected.T @ cache.query             # W_q q
             return dquery_projected @ self.params["W_q"]
         if self.kind == "luong-dot":
             dmemory += dscores[:, :, None] * cache.query                     # score_s = K_s . q
@@ -184,7 +186,6 @@ def masked_softmax(scores, mask, axis=0):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-@twin("attention.softmax_context")
 def softmax_context(scores, mask, memory):
     """scores (S, B), mask (S, B), memory (S, B, M) -> weights alpha (S, B), ctx (B, M)."""
     weights = masked_softmax(scores, mask)
@@ -192,18 +193,8 @@ def softmax_context(scores, mask, memory):
     return weights, ctx
 
 
-@twin("attention.softmax_context_backward")
 def softmax_context_backward(dctx, weights, memory, dmemory):
     """dctx (B, M) -> dscores (S, B); adds dK_s = alpha_s dctx into dmemory (S, B, M)."""
     dweights = (memory * dctx).sum(axis=-1)                   # ctx = sum_s alpha_s K_s
     dmemory += weights[:, :, None] * dctx
     return weights * (dweights - (weights * dweights).sum(axis=0))   # through the softmax
-
-
-@twin("attention.bahdanau_score_backward")
-def bahdanau_score_backward(dscores, phi, v, dv, dprojected):
-    """dscores (S, B), phi (S, B, A) -> the gradient of W_q q (B, A); adds into dv (A,) and dprojected (S, B, A)."""
-    dv += (phi * dscores[:, :, None]).sum(axis=(0, 1))       # score_s = v . phi_s
-    dpre = dscores[:, :, None] * v * (1 - phi * phi)          # phi_s = tanh(pre_s)
-    dprojected += dpre                                        # pre_s = W_q q + (K W_k^T)_s
-    return dpre.sum(axis=0)                                   # W_q q is shared by every s

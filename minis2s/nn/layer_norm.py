@@ -21,7 +21,6 @@ random one.
 from typing import NamedTuple
 
 from .. import backend
-from ..dispatch import twin
 from .module import Module
 
 
@@ -30,7 +29,6 @@ class LayerNormCache(NamedTuple):
     rstd: object          # (..., 1) 1 / sqrt(sigma^2 + eps)
 
 
-@twin("layer_norm.layer_norm_forward")
 def layer_norm_forward(x, weight, bias, eps=1e-5):
     """x (..., E), weight (E,), bias (E,) -> y (..., E), LayerNormCache."""
     xp = backend.array_module(x)

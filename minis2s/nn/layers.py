@@ -71,10 +71,9 @@ def softmax_backward(dy, y, axis=-1):
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 
-@twin("layers.log_softmax_forward")
 def log_softmax_forward(a, axis=-1):
     """log softmax(a) = a - max a - log sum exp(a - max a) along ``axis`` (the maximum keeps exp from
-    overflowing). Decoding takes it of every step's (B, V) logits: kernels/layers.py fuses the passes."""
+    overflowing)."""
     xp = backend.array_module(a)
     shifted = a - a.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))

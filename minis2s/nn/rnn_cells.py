@@ -39,13 +39,11 @@ GRU (G = 3, gates in the order r, z, n)
 The weight gradients dW_ih = sum_t dxw_t^T x_t and dW_hh = sum_t dgh_t^T h_t-1 are *not* taken
 here: the sequence layer stacks every step's dxw and dgh and takes each as one matrix product.
 
-Every step of these derivations: docs/derivations/lstm.md and gru.md. The LSTM and GRU steps have fast
-twins in kernels/rnn.py (``@twin``: minis2s/dispatch.py picks one); the functions here are the reference.
+Every step of these derivations: docs/derivations/lstm.md and gru.md.
 """
 from typing import NamedTuple
 
 from .. import backend
-from ..dispatch import twin
 from .layers import relu_forward, sigmoid_forward, tanh_forward
 
 
@@ -86,7 +84,6 @@ class LSTMStepCache(NamedTuple):
     W_hh: object          # (4H, H)
 
 
-@twin("rnn.lstm_step_forward")
 def lstm_step_forward(xw, h, c, W_hh, b_hh):
     """xw (B, 4H), h (B, H), c (B, H) -> h_next (B, H), c_next (B, H), cache."""
     hidden = h.shape[1]
@@ -101,7 +98,6 @@ def lstm_step_forward(xw, h, c, W_hh, b_hh):
     return h_next, c_next, LSTMStepCache(c, i, f, g, o, tanh_c_next, W_hh)
 
 
-@twin("rnn.lstm_step_backward")
 def lstm_step_backward(dh_next, dc_next, cache):
     """dh_next, dc_next (B, H) -> dxw (B, 4H), dgh (B, 4H), dh (B, H), dc (B, H)."""
     xp = backend.array_module(dh_next)
@@ -129,7 +125,6 @@ class GRUStepCache(NamedTuple):
     W_hh: object          # (3H, H)
 
 
-@twin("rnn.gru_step_forward")
 def gru_step_forward(xw, h, W_hh, b_hh):
     """xw (B, 3H), h (B, H) -> h_next (B, H), cache."""
     hidden = h.shape[1]
@@ -142,7 +137,6 @@ def gru_step_forward(xw, h, W_hh, b_hh):
     return h_next, GRUStepCache(h, r, z, n, gh_n, W_hh)
 
 
-@twin("rnn.gru_step_backward")
 def gru_step_backward(dh_next, cache):
     """dh_next (B, H) -> dxw (B, 3H), dgh (B, 3H), dh (B, H)."""
     xp = backend.array_module(dh_next)
