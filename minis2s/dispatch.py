@@ -3,11 +3,9 @@
 The maths of minis2s is written once, in the reference functions a learner reads (``nn/``,
 ``loss.py``, ``decode.py``, ``optim.py``): array code only, no branch on speed. Some of them have a
 fast twin in ``kernels/`` (the same equations as Numba loops) with the same arguments and the same
-results. The twin is named where the reference is defined, and nowhere else:
-
-    @twin("rnn.direction_forward")          # kernels/rnn.py: direction_forward
-    def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
-        ...                                  # the reference: a layer's time loop over the sequence
+results. The twin is named where the reference is defined, and nowhere else, by the decorator ``twin``
+on its definition: nn/rnn.py's ``direction_forward`` (a layer's time loop over the sequence) carries
+``twin("rnn.direction_forward")``, and its twin is kernels/rnn.py's ``direction_forward``.
 
 A call then goes through ``dispatch`` below, which runs the twin when
 

@@ -11,7 +11,7 @@ import math
 from numba import cuda
 
 from minis2s import backend
-from minis2s.nn.rnn_cells import GRUStepCache, LSTMStepCache
+from minis2s.nn.rnn_cells import CELLS, GRUStepCache, LSTMStepCache
 
 from . import grid, stream_of
 
@@ -135,42 +135,32 @@ def gru_step_backward(dh_next, cache):
 
 # ----------------------------------------------------------------------------- the twins
 
-def _lstm_cell_forward(xw, state, W_hh, b_hh):
-    h_next, c_next, cache = lstm_step_forward(xw, state[0], state[1], W_hh, b_hh)
-    return (h_next, c_next), cache
+def _fused(cell, step_forward, step_backward):
+    """The book's Cell (its name, gates, state size) with its step on a fused pair, whose state travels as
+    separate arrays: step_forward(xw, *state, W_hh, b_hh) -> (*new_state, cache),
+    step_backward(*dnew_state, cache) -> (dxw, dgh, *dstate)."""
+    def forward(xw, state, W_hh, b_hh):
+        *new_state, cache = step_forward(xw, *state, W_hh, b_hh)
+        return tuple(new_state), cache
+
+    def backward(dstate, cache):
+        dxw, dgh, *dprevious = step_backward(*dstate, cache)
+        return dxw, dgh, tuple(dprevious)
+
+    return cell._replace(forward=forward, backward=backward)
 
 
-def _lstm_cell_backward(dstate, cache):
-    dxw, dgh, dh, dc = lstm_step_backward(dstate[0], dstate[1], cache)
-    return dxw, dgh, (dh, dc)
-
-
-def _gru_cell_forward(xw, state, W_hh, b_hh):
-    h_next, cache = gru_step_forward(xw, state[0], W_hh, b_hh)
-    return (h_next,), cache
-
-
-def _gru_cell_backward(dstate, cache):
-    dxw, dgh, dh = gru_step_backward(dstate[0], cache)
-    return dxw, dgh, (dh,)
-
-
-def fused(cell):
-    """The book's Cell with its step on the kernels above (LSTM, GRU); a plain RNN's cell unchanged."""
-    if cell.name == "lstm":
-        return cell._replace(forward=_lstm_cell_forward, backward=_lstm_cell_backward)
-    if cell.name == "gru":
-        return cell._replace(forward=_gru_cell_forward, backward=_gru_cell_backward)
-    return cell
+FUSED = {name: _fused(CELLS[name], *steps) for name, steps in
+         (("lstm", (lstm_step_forward, lstm_step_backward)), ("gru", (gru_step_forward, gru_step_backward)))}
 
 
 def direction_forward(cell, x, state, W_ih, b_ih, W_hh, b_hh, mask):
     """The twin of ``minis2s.nn.rnn.direction_forward``: the reference's loop, each step one launch."""
     from minis2s.nn.rnn import direction_forward as book
-    return book.reference(fused(cell), x, state, W_ih, b_ih, W_hh, b_hh, mask)
+    return book.reference(FUSED.get(cell.name, cell), x, state, W_ih, b_ih, W_hh, b_hh, mask)
 
 
 def direction_backward(cell, dout, dstate, cache, W_ih, grads):
     """The twin of ``minis2s.nn.rnn.direction_backward`` (its forward must have been this file's)."""
     from minis2s.nn.rnn import direction_backward as book
-    return book.reference(fused(cell), dout, dstate, cache, W_ih, grads)
+    return book.reference(FUSED.get(cell.name, cell), dout, dstate, cache, W_ih, grads)
