@@ -142,9 +142,11 @@ def add_train(commands):
     training.add_argument("--clip", type=float, default=1.0, help="global gradient-norm limit (0: off)")
     training.add_argument("--warmup-steps", type=int, default=None,
                           help="linear warm-up over N steps (default 0; a Transformer: %d)" % TRANSFORMER_WARMUP)
-    training.add_argument("--lr-schedule", choices=("constant", "noam"), default=None,
-                          help="constant after the warm-up, or noam: lr min(step / w, sqrt(w / step)), the peak "
-                               "--lr at step w = --warmup-steps (default constant; a Transformer: noam)")
+    training.add_argument("--lr-schedule", choices=("constant", "noam", "linear"), default=None,
+                          help="constant after the warm-up; noam: lr min(step / w, sqrt(w / step)), the peak "
+                               "--lr at step w = --warmup-steps; linear: after the warm-up, straight down to "
+                               "about 0 at the last step of --epochs (a time limit that stops earlier stops "
+                               "it part way) (default constant; a Transformer: noam)")
     training.add_argument("--decay-every", type=int, default=0, help="halve (--decay-gamma) the lr every N epochs")
     training.add_argument("--decay-gamma", type=float, default=0.5)
     training.add_argument("--plateau-patience", type=int, default=0, help="reduce the lr after N epochs w/o progress")

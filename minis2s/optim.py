@@ -160,18 +160,27 @@ class Schedule:
     kind "noam":         lr = base * min(step / w, sqrt(w / step))      (Vaswani et al. 2017: warm-up, then
                          1/sqrt(step); their lr = d^-0.5 min(step^-0.5, step w^-1.5) is this with
                          base = (d w)^-0.5, the peak, reached at step w: here ``--lr`` names the peak)
+    kind "linear":       lr = base * min(step / w, (N + 1 - step) / (N - w)), step = 1 .. N: warm-up, then
+                         a straight line down to base / (N - w) at the last step N = ``total_steps`` (all
+                         the run's epochs; Hugging Face's linear schedule, PyTorch's LinearLR after a
+                         warm-up, which take the rate of step s from s - 1 steps done). For a fixed
+                         budget of steps an annealed rate ends lower than a constant one (Li et al. 2020,
+                         "Budgeted training")
     decay_every k, gamma: lr = base * gamma ** (epoch // k)             (step decay)
     plateau_patience n:  lr *= factor when the validation loss has not improved by more than
                          ``threshold`` (relative) for n epochs in a row (reduce-on-plateau), never below min_lr
     """
 
     def __init__(self, optimizer, warmup_steps=0, decay_every=0, gamma=0.5, plateau_patience=0, factor=0.5,
-                 threshold=1e-4, min_lr=0.0, kind="constant"):
-        if kind not in ("constant", "noam"):
-            raise ValueError(f"the learning-rate schedule must be 'constant' or 'noam', got {kind!r}")
+                 threshold=1e-4, min_lr=0.0, kind="constant", total_steps=0):
+        if kind not in ("constant", "noam", "linear"):
+            raise ValueError(f"the learning-rate schedule must be 'constant', 'noam' or 'linear', got {kind!r}")
         if kind == "noam" and warmup_steps < 1:
             raise ValueError(f"the noam schedule needs --warmup-steps >= 1, got {warmup_steps}")
-        self.optimizer, self.base, self.kind = optimizer, optimizer.lr, kind
+        if kind == "linear" and total_steps <= warmup_steps:
+            raise ValueError(f"the linear schedule needs more steps in all ({total_steps}) than --warmup-steps "
+                             f"({warmup_steps})")
+        self.optimizer, self.base, self.kind, self.total_steps = optimizer, optimizer.lr, kind, total_steps
         self.warmup_steps, self.decay_every, self.gamma = warmup_steps, decay_every, gamma
         self.plateau_patience, self.factor, self.threshold, self.min_lr = plateau_patience, factor, threshold, min_lr
         self.plateau_scale, self.best, self.bad_epochs, self.epoch = 1.0, math.inf, 0, 0
@@ -180,6 +189,8 @@ class Schedule:
         warm = min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0
         if self.kind == "noam":
             warm = min(step / self.warmup_steps, (self.warmup_steps / max(step, 1)) ** 0.5)
+        elif self.kind == "linear" and step > self.warmup_steps:
+            warm = max(0.0, (self.total_steps + 1 - step) / (self.total_steps - self.warmup_steps))
         decay = self.gamma ** (self.epoch // self.decay_every) if self.decay_every else 1.0
         return max(self.base * warm * decay * self.plateau_scale, self.min_lr)
 

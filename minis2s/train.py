@@ -53,6 +53,7 @@ class TrainConfig:
     clip: float = 1.0                   # global gradient-norm limit; 0 turns clipping off
     warmup_steps: int = 0
     lr_schedule: str = "constant"       # constant (with the linear warm-up) | noam (warm-up, then 1/sqrt(step))
+                                        # | linear (warm-up, then down to ~0 at the last step of the epochs)
     decay_every: int = 0                # epochs between learning-rate step decays; 0: none
     decay_gamma: float = 0.5
     plateau_patience: int = 0           # reduce-on-plateau after this many epochs without improvement; 0: off
@@ -184,8 +185,12 @@ class Trainer:
                                  weight_decay=config.weight_decay)
         else:
             self.optimizer = Adam(model.params, model.grads, lr=config.lr, weight_decay=config.weight_decay)
+        total = 0                                        # the run's steps, for a schedule that ends with it
+        if config.lr_schedule == "linear":
+            batches = len(make_batches(train_pairs, config.batch_size, config.seed, 0, config.bucket))
+            total = config.epochs * -(-batches // config.accumulate)
         self.schedule = Schedule(self.optimizer, config.warmup_steps, config.decay_every, config.decay_gamma,
-                                 config.plateau_patience, kind=config.lr_schedule)
+                                 config.plateau_patience, kind=config.lr_schedule, total_steps=total)
         self.base_ratio = model.teacher_forcing
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.history, self.step_losses, self.pending_losses = [], [], []

@@ -89,6 +89,46 @@ def test_resume_gives_the_same_losses_step_by_step(tmp_path):
     assert interrupted.step_losses + resumed.step_losses == straight.step_losses
 
 
+def test_the_linear_schedule_worked_by_hand_and_as_pytorch():
+    """lr = base min(step / w, (N + 1 - step) / (N - w)): w = 2, N = 6 -> 0.5, 1, 1, 0.75, 0.5, 0.25 of base;
+    without warm-up, PyTorch's LinearLR(1 -> 0 over N) step by step."""
+    from minis2s.optim import SGD, Schedule
+    optimizer = SGD({"w": numpy.zeros(1)}, {"w": numpy.zeros(1)}, lr=1e-3)
+    schedule = Schedule(optimizer, warmup_steps=2, kind="linear", total_steps=6)
+    assert [schedule.rate(s) for s in range(1, 7)] == pytest.approx([5e-4, 1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    with pytest.raises(ValueError, match="more steps"):
+        Schedule(optimizer, warmup_steps=6, kind="linear", total_steps=6)
+    torch = pytest.importorskip("torch")
+    weight = torch.nn.Parameter(torch.zeros(1))
+    sgd = torch.optim.SGD([weight], lr=1e-3)
+    linear = torch.optim.lr_scheduler.LinearLR(sgd, start_factor=1.0, end_factor=0.0, total_iters=10)
+    theirs = []
+    for _ in range(10):
+        theirs.append(sgd.param_groups[0]["lr"])             # the rate this step uses
+        sgd.step()
+        linear.step()
+    ours = Schedule(optimizer, kind="linear", total_steps=10)
+    assert [ours.rate(s) for s in range(1, 11)] == pytest.approx(theirs, rel=1e-12)
+
+
+@pytest.mark.parametrize("accumulate,steps", [(1, 16), (3, 6)])
+def test_the_linear_schedule_ends_with_the_run(tmp_path, accumulate, steps):
+    """60 pairs in batches of 8: 8 batches an epoch; two epochs of one or three batches a step are 16 or
+    6 steps, the last at base / N, and a resumed run keeps the line."""
+    _, trainer = _small_run(tmp_path, "linear", lr_schedule="linear", accumulate=accumulate)
+    assert trainer.schedule.total_steps == steps
+    seen = []
+    real_step = trainer.optimizer.step
+
+    def recording():
+        seen.append(trainer.optimizer.lr)
+        real_step()
+
+    trainer.optimizer.step = recording
+    trainer.run()
+    assert seen == pytest.approx([1e-3 * (steps + 1 - s) / steps for s in range(1, steps + 1)])
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path):
     model, trainer = _small_run(tmp_path, "nan", checkpoint_every=1)
     real = model.loss_and_grads
