@@ -374,6 +374,7 @@ class _Operands(NamedTuple):
     W_c1: object          # luong, bahdanau's attentional output: W_c's columns for ctx (H, M) and for h (H, H);
                           # else None
     W_c2: object
+    W_c3: object          # the deep output: W_c's columns for emb (H, E); else None
     memory: object
     mask: object
 
@@ -403,6 +404,7 @@ def _operands(decoder, encoded):
     start_ctx, start_feed, _ = _columns(decoder)
     bahdanau = decoder.attention_kind == "bahdanau"
     W_c = None if decoder.combine is None else decoder.combine.params["weight"]
+    joined = memory_size + hidden                                    # W_c = [W_c1 | W_c2 (| W_c3, deep output)]
     return _Operands(
         W_ih, contiguous(W_ih[:, start_ctx:start_ctx + memory_size]) if bahdanau else None,
         contiguous(W_ih[:, start_feed:start_feed + hidden]) if decoder.input_feeding else empty,
@@ -411,7 +413,9 @@ def _operands(decoder, encoded):
         contiguous(attention["W_q"]) if bahdanau else None, attention["v"] if bahdanau else None,
         contiguous(encoded.projected) if bahdanau else None,
         contiguous(attention["W_a"]) if decoder.attention_kind == "luong-general" else empty,
-        None if W_c is None else contiguous(W_c[:, :memory_size]), None if W_c is None else contiguous(W_c[:, memory_size:]),
+        None if W_c is None else contiguous(W_c[:, :memory_size]),
+        None if W_c is None else contiguous(W_c[:, memory_size:joined]),
+        contiguous(W_c[:, joined:]) if decoder.deep_output else None,
         contiguous(encoded.memory), contiguous(encoded.mask))
 
 
@@ -427,7 +431,7 @@ def _forward_operands(ops):
             return numpy.empty((0, W.shape[2], W.shape[1]), dtype=W.dtype)
         return numpy.stack([rnn.transposed(w) for w in W])
     return ops._replace(W_ctx=t(ops.W_ctx), W_feed=t(ops.W_feed), W_hh=layers(ops.W_hh), W_up=layers(ops.W_up),
-                        W_q=t(ops.W_q), W_a=t(ops.W_a), W_c1=t(ops.W_c1), W_c2=t(ops.W_c2))
+                        W_q=t(ops.W_q), W_a=t(ops.W_a), W_c1=t(ops.W_c1), W_c2=t(ops.W_c2), W_c3=t(ops.W_c3))
 
 
 def _input_side(decoder, xw_emb, encoded, W_ih):
@@ -451,9 +455,9 @@ def _layer_masks(decoder, steps, batch, dtype, train):
     return numpy.stack([numpy.stack(step) for step in masks], axis=1)
 
 
-def _run_forward(decoder, xw, state, feed, ops, drop):
+def _run_forward(decoder, xw, state, feed, ops, drop, emb=None):
     """The compiled loop over xw (T, B, G*H) from ``state`` (and, with input feeding, ``feed``), ``ops`` as
-    ``_forward_operands`` gives them -> out
+    ``_forward_operands`` gives them (emb (T, B, E) the embeddings, for the deep output) -> out
     (T, B, H) (h_t, or Luong's h~_t), the final state, the final feed, and the arrays it filled."""
     steps, batch, gates_size = xw.shape
     dtype = xw.dtype
@@ -483,7 +487,10 @@ def _run_forward(decoder, xw, state, feed, ops, drop):
         tops = None
         if ops.W_c1 is not None:                      # the attentional output: it feeds nothing back, so it runs
             tops = out                                # for all steps at once after the loop, one product a part
-            out = numpy.tanh(ctx @ ops.W_c1 + tops @ ops.W_c2)           # h~_t = tanh(W_c [ctx_t ; h_t])
+            pre = ctx @ ops.W_c1 + tops @ ops.W_c2                        # h~_t = tanh(W_c [ctx_t ; h_t])
+            if ops.W_c3 is not None:                                     # deep output: + emb_t W_c3^T
+                pre += emb @ ops.W_c3
+            out = numpy.tanh(pre)
         kept.update(phi=phi, u=None, tops=tops, feeds=None)
     else:
         feeding = decoder.input_feeding
@@ -515,7 +522,7 @@ def steps_forward(decoder, emb, encoded, train):
     ops = _operands(decoder, encoded)
     layer_masks = _layer_masks(decoder, steps, batch, xw_emb.dtype, train)
     out, _, _, kept = _run_forward(decoder, _input_side(decoder, xw_emb, encoded, ops.W_ih), encoded.state, None,
-                                   _forward_operands(ops), layer_masks)
+                                   _forward_operands(ops), layer_masks, emb)
     out_masks, dropped = None, out
     if train and decoder.dropout > 0:                                # one mask per step, in the reference's order
         out_masks = numpy.stack([dropout_mask((batch, decoder.hidden_size), decoder.dropout, decoder.rng,
@@ -552,6 +559,7 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
     cells = (seq.h_prev, seq.c_prev, seq.gates, seq.gh_n, seq.tanh_c, ops.W_hh, ops.W_up,
              seq.layer_masks if dropping else none4, dropping)
     attention = decoder.attention
+    demb_out = None                                                  # the deep output's share of demb
     inputs = [emb]                                                   # layer 0's x_t = [emb_t ; extras_t]
     if seq.attention == "bahdanau":
         dqw = numpy.empty((steps, batch, seq.phi.shape[3]), dtype=dtype)
@@ -560,10 +568,13 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
         dctx_out = numpy.empty((0, 0, 0), dtype=dtype)
         if seq.tops is not None:                      # the attentional output, all steps at once: h~ = tanh(pre)
             dpre = dout * (1 - seq.out * seq.out)
-            joined = numpy.concatenate([seq.ctx, seq.tops], axis=2)
+            parts = [seq.ctx, seq.tops] + ([emb] if ops.W_c3 is not None else [])     # [ctx ; h (; emb)]
+            joined = numpy.concatenate(parts, axis=2)
             decoder.combine.grads["weight"] += dpre.reshape(-1, hidden).T @ joined.reshape(-1, joined.shape[2])
-            dctx_out = numpy.ascontiguousarray(dpre @ ops.W_c1)     # [dctx ; dh] = dpre W_c
+            dctx_out = numpy.ascontiguousarray(dpre @ ops.W_c1)     # [dctx ; dh (; demb)] = dpre W_c
             dout = numpy.ascontiguousarray(dpre @ ops.W_c2)
+            if ops.W_c3 is not None:
+                demb_out = dpre @ ops.W_c3
         _bahdanau_backward(lstm, dout, *cells, ops.W_ctx, ops.W_q, ops.v, memory, seq.phi, seq.weights, one,
                            dh, dc, dxw, dgh, dqw, dmemory, dprojected, dv, dctx_out)
         attention.grads["v"] += dv
@@ -592,10 +603,12 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
     for k in range(1, layers):                                       # layer k's x_t: dropout(h_t of layer k-1)
         add_weight_grads(rnn.weight_grads(k, ""), seq.below[k - 1], seq.h_prev[k], dxw[k], dgh[k])
     demb = dxw[0] @ W_ih[:, :decoder.emb_size]
+    if demb_out is not None:
+        demb += demb_out                                             # emb_t fed the cells and the output
     return demb, (dh, dc) if lstm else (dh,), dmemory, dprojected, dcontext_vector
 
 
-def decode_step(decoder, xw_emb, state, feed, encoded):
+def decode_step(decoder, xw_emb, state, feed, encoded, emb=None):
     """One step at decoding time, as the book's ``Decoder.step_forward(..., train=False)`` without its cache ->
     o_t (B, H), the new state, the new feed, attention weights (S, B) or None: the forward loop above run for
     one step; without attention, rnn.py's whole-sequence kernel run for one step. Inside a decode
@@ -605,7 +618,7 @@ def decode_step(decoder, xw_emb, state, feed, encoded):
         ops = dispatch.derived("decoder.operands", (decoder, encoded.memory, encoded.mask, encoded.projected),
                                lambda: _forward_operands(_operands(decoder, encoded)))   # kept for the decode
         out, final, feed, kept = _run_forward(decoder, _input_side(decoder, xw_emb[None], encoded, ops.W_ih), state,
-                                              feed, ops, None)
+                                              feed, ops, None, None if emb is None else emb[None])
         return out[0], final, feed, kept["weights"][0]
     if _plain(decoder, xw_emb):
         params = decoder.rnn.params
@@ -614,7 +627,7 @@ def decode_step(decoder, xw_emb, state, feed, encoded):
         W_hh_t = dispatch.derived("transposed", (W_hh,), lambda: rnn.transposed(W_hh))   # kept for the decode
         output, new_state = _plain_step(decoder.rnn.cell.name, xw, state, W_hh_t, params["bias_hh_l0"])
         return output, new_state, None, None
-    return decoder.step_forward(xw_emb, state, feed, encoded, train=False)[:4]
+    return decoder.step_forward(xw_emb, state, feed, encoded, train=False, emb=emb)[:4]
 
 
 @functools.lru_cache(maxsize=64)

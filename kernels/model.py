@@ -22,6 +22,7 @@ def step(model, tokens, state, feed, encoded):
     params, out = decoder.rnn.params, decoder.out.params
     xw_emb = fast_layers.embedding_linear_forward(model.tgt_embedding.params["weight"], tokens,
                                                   params["weight_ih_l0"][:, :decoder.emb_size], params["bias_ih_l0"])
-    output, state, feed, weights = fast_decoder.decode_step(decoder, xw_emb, state, feed, encoded)
+    emb = model.tgt_embedding.params["weight"][tokens] if decoder.deep_output else None   # the deep output reads E[y]
+    output, state, feed, weights = fast_decoder.decode_step(decoder, xw_emb, state, feed, encoded, emb)
     logits, _ = fast_layers.linear_forward(output, out["weight"], out.get("bias"))
     return fast_layers.log_softmax_forward(logits), state, feed, weights

@@ -356,7 +356,8 @@ def random_batch(rng, src_lengths, tgt_lengths, src_vocab, tgt_vocab):
 def seq2seq_problem(cell="gru", attention="bahdanau", bidirectional=False, input_feeding=False,
                   context_feeding=False, teacher_forcing=1.0, num_layers=1, dropout=0.0, reverse_source=False,
                   label_smoothing=0.0, bridge="final", src_lengths=(3, 1, 4), tgt_lengths=(2, 3, 1),
-                  emb_size=3, hidden_size=4, seed=0, max_elements=None, attentional_output=False):
+                  emb_size=3, hidden_size=4, seed=0, max_elements=None, attentional_output=False,
+                  deep_output=False):
     """Every parameter of a whole model through ``loss_and_grads`` (mean cross-entropy per token).
 
     With teacher_forcing < 1 the sampled schedule is fixed: the generator restarts at each call,
@@ -368,7 +369,8 @@ def seq2seq_problem(cell="gru", attention="bahdanau", bidirectional=False, input
                     num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
                     teacher_forcing=teacher_forcing, dtype=F64, seed=seed, bridge=bridge,
                     input_feeding=input_feeding, context_feeding=context_feeding, reverse_source=reverse_source,
-                    label_smoothing=label_smoothing, attentional_output=attentional_output)
+                    label_smoothing=label_smoothing, attentional_output=attentional_output,
+                    deep_output=deep_output)
     unit_scale(model, seed)
     batch = random_batch(rng, src_lengths, tgt_lengths, 9, 8)
     return whole_model_problem(model, batch, label_smoothing, seed, max_elements)
@@ -440,6 +442,9 @@ CATALOGUE = {
     "Seq2Seq LSTM+Bahdanau, attentional output, 2 layers, sampled":
         lambda: seq2seq_problem("lstm", "bahdanau", attentional_output=True, num_layers=2, teacher_forcing=0.5,
                               bidirectional=True, tgt_lengths=(4, 3, 5)),
+    "Seq2Seq GRU+Bahdanau, deep output, bidir, dropout, sampled":
+        lambda: seq2seq_problem("gru", "bahdanau", attentional_output=True, deep_output=True, bidirectional=True,
+                              dropout=0.2, teacher_forcing=0.5, tgt_lengths=(4, 3, 5)),
     "Seq2Seq LSTM+Luong general, bidir, 2 layers, smoothing":
         lambda: seq2seq_problem("lstm", "luong-general", bidirectional=True, num_layers=2, input_feeding=True,
                               label_smoothing=0.1),

@@ -114,6 +114,10 @@ def add_train(commands):
                        help="Bahdanau attention: the output layer reads s_t alone, not the attentional layer "
                             "tanh(W_c [ctx_t ; s_t]) that reads the step's context too (the default since "
                             "one epoch of eng-fra went 28.2 -> 29.5 BLEU with it: docs/results.md)")
+    model.add_argument("--deep-output", action="store_true",
+                       help="Bahdanau attention with the attentional output: that layer reads the input token's "
+                            "embedding too, tanh(W_c [ctx_t ; s_t ; emb(y_t-1)]), Bahdanau et al.'s three inputs "
+                            "to their output")
     model.add_argument("--context-feeding", action="store_true", help="feed the context vector at every step")
     model.add_argument("--reverse-source", action="store_true", help="reverse the source (Sutskever et al. 2014)")
     model.add_argument("--label-smoothing", type=float, default=0.0)
@@ -206,7 +210,8 @@ def _build_model(args, src_vocab_size, tgt_vocab_size):
                    bidirectional=args.bidirectional, dropout=args.dropout, teacher_forcing=args.teacher_forcing,
                    dtype=args.dtype, seed=args.seed, bridge=args.bridge, input_feeding=args.input_feeding,
                    context_feeding=args.context_feeding, reverse_source=args.reverse_source,
-                   label_smoothing=args.label_smoothing, attentional_output=args.attentional_output)
+                   label_smoothing=args.label_smoothing, attentional_output=args.attentional_output,
+                   deep_output=args.deep_output)
 
 
 def _describe(args):
@@ -248,6 +253,7 @@ def cmd_train(args):
         saved = dict(meta["cli"])
         saved.setdefault("split_seed", saved.get("seed", 0))      # runs saved before --split-seed split by --seed
         saved.setdefault("attentional_output", False)             # and had no attentional output
+        saved.setdefault("deep_output", False)                    # nor a deep one
         saved.setdefault("arch", "rnn")                           # nor a Transformer
         for key, value in saved.items():              # the run continues with its own settings
             if key not in ("resume", "no_progress", "plot", "backend", "epochs", "time_limit"):

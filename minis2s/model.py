@@ -78,7 +78,8 @@ class Seq2Seq(Module):
     def __init__(self, src_vocab_size, tgt_vocab_size, cell="gru", attention="bahdanau", emb_size=256,
                  hidden_size=256, num_layers=1, bidirectional=False, dropout=0.0, teacher_forcing=1.0,
                  dtype="float32", seed=0, bridge="final", input_feeding=False, context_feeding=False,
-                 reverse_source=False, label_smoothing=0.0, attentional_output=False):
+                 reverse_source=False, label_smoothing=0.0, attentional_output=False,
+                 deep_output=False):
         super().__init__(dtype, seed)
         if cell not in CELL_NAMES:
             raise ValueError(f"cell must be one of {tuple(CELL_NAMES)}, got {cell!r}")
@@ -101,7 +102,7 @@ class Seq2Seq(Module):
                            teacher_forcing=teacher_forcing, dtype=str(self.dtype), seed=seed, bridge=bridge,
                            input_feeding=input_feeding, context_feeding=context_feeding,
                            reverse_source=reverse_source, label_smoothing=label_smoothing,
-                           attentional_output=attentional_output)
+                           attentional_output=attentional_output, deep_output=deep_output)
         self.attention, self.bridge_kind = attention, bridge
         self.teacher_forcing, self.dropout = teacher_forcing, dropout
         self.reverse_source, self.label_smoothing = reverse_source, label_smoothing
@@ -127,7 +128,7 @@ class Seq2Seq(Module):
                                                            self.encoder.cell.state_size, dtype, seed + 3))
         self.decoder = self.add_module("decoder", Decoder(
             CELL_NAMES[cell], tgt_vocab_size, emb_size, hidden_size, directions * encoder_hidden, num_layers,
-            attention, input_feeding, context_feeding, dropout, dtype, seed + 4, attentional_output))
+            attention, input_feeding, context_feeding, dropout, dtype, seed + 4, attentional_output, deep_output))
         self.flatten_parameters()              # every parameter a view of one buffer: Adam updates all in one call
 
     # ------------------------------------------------------------------ the source side
@@ -217,7 +218,7 @@ class Seq2Seq(Module):
             emb, _ = self.tgt_embedding.forward(token)
             emb, emb_mask = dropout_forward(emb, self.dropout, self.rng, True)
             output, state, feed, step_weights, step_cache = decoder.step_forward(
-                decoder.embedding_projection(emb), state, feed, encoded, True)
+                decoder.embedding_projection(emb), state, feed, encoded, True, emb)
             step_logits, _ = decoder.out.forward(output)                 # the next step's guess needs them now
             tokens.append(token)
             embs.append(emb)
@@ -298,7 +299,8 @@ class Seq2Seq(Module):
         layer 0's input side, the step, the output layer, log-softmax."""
         emb, _ = self.tgt_embedding.forward(tokens)                                  # E[y_t-1] (B, E)
         xw_emb = self.decoder.embedding_projection(emb)                              # (B, G*H)
-        output, state, feed, weights, _ = self.decoder.step_forward(xw_emb, state, feed, encoded, train=False)
+        output, state, feed, weights, _ = self.decoder.step_forward(xw_emb, state, feed, encoded, train=False,
+                                                                    emb=emb)
         logits, _ = self.decoder.out.forward(output)
         return log_softmax_forward(logits), state, feed, weights
 

@@ -230,6 +230,8 @@ def _models():
     rnn = dict(emb_size=5, hidden_size=6, dtype="float64")
     models = {"gru+bahdanau": minis2s.Seq2Seq(14, 14, cell="gru", attention="bahdanau", seed=2,
                                               attentional_output=True, **rnn),
+              "gru+bahdanau, deep output": minis2s.Seq2Seq(14, 14, cell="gru", attention="bahdanau", seed=6,
+                                                           attentional_output=True, deep_output=True, **rnn),
               "lstm+luong, feeding": minis2s.Seq2Seq(14, 14, cell="lstm", attention="luong-general", seed=3,
                                                      input_feeding=True, **rnn),
               "rnn, none": minis2s.Seq2Seq(14, 14, cell="rnn", attention="none", seed=4, **rnn),

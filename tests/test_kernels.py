@@ -405,7 +405,8 @@ DECODER_CASES = [("gru", dict()), ("lstm", dict()), ("gru", dict(context_feeding
                  ("lstm", dict(attention="luong-dot", input_feeding=True, context_feeding=True, bidirectional=True,
                                reverse_source=True)),
                  ("gru", dict(attentional_output=True)),
-                 ("lstm", dict(attentional_output=True, num_layers=2, dropout=0.3, context_feeding=True))]
+                 ("lstm", dict(attentional_output=True, num_layers=2, dropout=0.3, context_feeding=True)),
+                 ("gru", dict(attentional_output=True, deep_output=True, bidirectional=True, dropout=0.2))]
 PLAIN_DECODER_CASES = [("gru", dict(attention="none")), ("lstm", dict(attention="none", context_feeding=True)),
                        ("rnn", dict(attention="none", bidirectional=True))]
 

@@ -30,7 +30,9 @@ def test_whole_model_gradients(cell, attention, input_feeding, bidirectional, co
                                      dict(num_layers=2, bidirectional=True, bridge="zeros", context_feeding=True),
                                      dict(attentional_output=True), dict(attentional_output=True, teacher_forcing=0.5,
                                                                          context_feeding=True),
-                                     dict(attentional_output=True, num_layers=2, bidirectional=True, dropout=0.2)])
+                                     dict(attentional_output=True, num_layers=2, bidirectional=True, dropout=0.2),
+                                     dict(attentional_output=True, deep_output=True, dropout=0.2),
+                                     dict(attentional_output=True, deep_output=True, teacher_forcing=0.5)])
 def test_model_options_gradients(options):
     assert_checked(checks.check_seq2seq("lstm", "bahdanau", max_elements=12, **options))
 

@@ -14,6 +14,8 @@ docs/notation.md):
     bahdanau with attentional_output: h~_t = tanh(W_c [ctx_t ; h_t]) with the step's ctx_t (from h_t-1):
            the output sees the context too (Joey NMT's and OpenNMT-py's attentional layer; Bahdanau et al.
            compute their output from s_i, y_i-1 and c_i)
+    bahdanau with deep_output: h~_t = tanh(W_c [ctx_t ; h_t ; emb_t]): the attentional layer reads the input
+           token as well, all three of Bahdanau's inputs to their output (their maxout layer, here a tanh)
     o_t   = dropout(h~_t (luong; bahdanau with attentional_output) or h_t (bahdanau, none))
     logits_t = W_out o_t + b_out                                (for all steps at once, in model.py)
 
@@ -28,6 +30,7 @@ projection; the carried gradients ds_t, dh~_t from step t+1 start at zero):
     luong:    dh~_t += dh~_t (carried, input feeding);  [dctx_t ; dh_t] = combine_backward(dh~_t)
               dh_t += attention backward of dctx_t          (the query was h_t)
     bahdanau with attentional_output: [dctx_t ; dh_t] = combine_backward(dh~_t)
+              (with deep_output [dctx_t ; dh_t ; demb_t]: demb_t is added to the embedding's gradient)
     cells:    Recurrent.stack_step_backward(dh_t, ds_t)  ->  dxw^k, dgh^k, ds_t-1
     extras:   [dctx_t ; dh~_t-1 ; dcv] = dxw^0 W_ih^0[:, E:]      (``split_extras``)
     bahdanau: dh_t-1 += attention backward of dctx_t        (the query was h_t-1; with attentional_output
@@ -56,7 +59,7 @@ from .rnn import Recurrent
 
 
 class CombineCache(NamedTuple):
-    linear: object            # the Linear layer's cache (it holds [ctx ; h], (B, M+H))
+    linear: object            # the Linear layer's cache (it holds [ctx ; h], (B, M+H); [ctx ; h ; emb], deep output)
     h_tilde: object           # (B, H) tanh(W_c [ctx ; h])
 
 
@@ -71,8 +74,12 @@ class StepCache(NamedTuple):
 class Decoder(Module):
     def __init__(self, cell, vocab_size, emb_size, hidden_size, memory_size, num_layers=1, attention="none",
                  input_feeding=False, context_feeding=False, dropout=0.0, dtype=None, seed=0,
-                 attentional_output=False):
+                 attentional_output=False, deep_output=False):
         super().__init__(dtype, seed)
+        if deep_output and not (attention == "bahdanau" and attentional_output):
+            raise ValueError("deep_output adds the input token's embedding to Bahdanau's attentional output "
+                             "layer: it needs attention='bahdanau' and attentional_output=True")
+        self.deep_output = deep_output
         self.attention_kind = attention
         self.input_feeding = input_feeding
         self.context_feeding = context_feeding
@@ -87,10 +94,11 @@ class Decoder(Module):
         if attention != "none":
             self.attention = self.add_module("attention", Attention(attention, hidden_size, memory_size,
                                                                     dtype=dtype, seed=seed + 13))
-        self.combine = None                            # W_c of h~_t = tanh(W_c [ctx_t ; h_t])
+        self.combine = None                            # W_c of h~_t = tanh(W_c [ctx_t ; h_t (; emb_t)])
         if attention.startswith("luong") or (attention == "bahdanau" and attentional_output):
-            self.combine = self.add_module("combine", Linear(memory_size + hidden_size, hidden_size, bias=False,
-                                                             dtype=dtype, seed=seed + 17))
+            joined = memory_size + hidden_size + (emb_size if deep_output else 0)
+            self.combine = self.add_module("combine", Linear(joined, hidden_size, bias=False, dtype=dtype,
+                                                             seed=seed + 17))
         self.out = self.add_module("out", Linear(hidden_size, vocab_size, dtype=dtype, seed=seed + 19))
 
     # ------------------------------------------------------------------ the embedding's share of layer 0
@@ -107,18 +115,23 @@ class Decoder(Module):
 
     # ------------------------------------------------------------------ the attentional hidden state
 
-    def combine_forward(self, ctx, h):
-        """ctx (B, M), h (B, H) -> h~ = tanh(W_c [ctx ; h]) (B, H), cache (or every step at once: (T, B, ...))."""
-        joined = backend.array_module(h).concatenate([ctx, h], axis=-1)
+    def combine_forward(self, ctx, h, emb=None):
+        """ctx (B, M), h (B, H) -> h~ = tanh(W_c [ctx ; h]) (B, H), cache (or every step at once: (T, B, ...));
+        with the deep output also emb (B, E): h~ = tanh(W_c [ctx ; h ; emb])."""
+        parts = [ctx, h] if emb is None else [ctx, h, emb]
+        joined = backend.array_module(h).concatenate(parts, axis=-1)
         pre, linear_cache = self.combine.forward(joined)
         h_tilde = tanh_forward(pre)
         return h_tilde, CombineCache(linear_cache, h_tilde)
 
     def combine_backward(self, dh_tilde, cache):
-        """dh~ (B, H) -> dctx (B, M), dh (B, H); adds dW_c."""
+        """dh~ (B, H) -> dctx (B, M), dh (B, H) (and demb (B, E) with the deep output); adds dW_c."""
         dpre = tanh_backward(dh_tilde, cache.h_tilde)                    # h~ = tanh(pre)
-        djoined = self.combine.backward(dpre, cache.linear)              # pre = W_c [ctx ; h]
-        return djoined[..., :self.memory_size], djoined[..., self.memory_size:]
+        djoined = self.combine.backward(dpre, cache.linear)              # pre = W_c [ctx ; h (; emb)]
+        m, h = self.memory_size, self.memory_size + self.hidden_size
+        if self.deep_output:
+            return djoined[..., :m], djoined[..., m:h], djoined[..., h:]
+        return djoined[..., :m], djoined[..., m:]
 
     # ------------------------------------------------------------------ layer 0's extra inputs
 
@@ -139,10 +152,11 @@ class Decoder(Module):
 
     # ------------------------------------------------------------------ one step
 
-    def step_forward(self, xw_emb, state, feed, encoded, train):
+    def step_forward(self, xw_emb, state, feed, encoded, train, emb=None):
         """One decoder step.
 
         xw_emb (B, G*H)     the embedding's share of layer 0's input side (``embedding_projection``)
+        emb (B, E)          the input token's embedding itself: read by the deep output only
         state               tuple of (L, B, H): (h,) or (h, c)
         feed (B, H)         h~_t-1 for input feeding (or None)
         encoded             model.Encoded: memory (S, B, M), projected (S, B, A) or None, mask (S, B),
@@ -164,7 +178,8 @@ class Decoder(Module):
             if self.attention_kind != "bahdanau":                       # Luong: attend with h_t, then combine
                 ctx, attention_cache = self.attention.forward(output, encoded.memory, encoded.projected,
                                                               encoded.mask)
-            output, combine_cache = self.combine_forward(ctx, output)    # h~_t = tanh(W_c [ctx_t ; h_t])
+            output, combine_cache = self.combine_forward(ctx, output,   # h~_t = tanh(W_c [ctx_t ; h_t])
+                                                         emb if self.deep_output else None)
         new_feed = output if self.input_feeding else None
         dropped, out_mask = dropout_forward(output, self.dropout, self.rng, train)
         weights = None if attention_cache is None else attention_cache.weights
@@ -176,17 +191,19 @@ class Decoder(Module):
 
         doutput (B, H) the gradient of o_t; dstate tuple of (L, B, H) from step t+1; dfeed (B, H) or None,
         the gradient of h~_t from step t+1's input. Returns dxw, dgh (lists per layer, (B, G*H)), dfeed for
-        step t-1 (or None), dcontext_vector (B, H) or None, and dstate for step t-1. Adds into the attention's
+        step t-1 (or None), dcontext_vector (B, H) or None, dstate for step t-1, and demb (B, E), the deep
+        output's share of the embedding's gradient (None without it). Adds into the attention's
         and the combine layer's gradients, and (with attention) into the sums over steps dmemory (S, B, M)
         and dprojected (S, B, A, bahdanau).
         """
         memory = encoded.memory
         doutput = dropout_backward(doutput, cache.out_mask)
-        dtop, dctx_out = doutput, None
+        dtop, dctx_out, demb = doutput, None, None
         if self.combine is not None:
             if dfeed is not None:
                 doutput = doutput + dfeed                               # h~_t also fed step t+1
-            dctx_out, dtop = self.combine_backward(doutput, cache.combine)
+            dctx_out, dtop, *deep = self.combine_backward(doutput, cache.combine)
+            demb = deep[0] if deep else None
             if self.attention_kind != "bahdanau":                       # Luong: the query was h_t
                 dtop = dtop + self.attention.backward(dctx_out, cache.attention, memory, dmemory, dprojected)
         dxw, dgh, dstate_prev = self.rnn.stack_step_backward(dtop, dstate, cache.stack)
@@ -198,7 +215,7 @@ class Decoder(Module):
                 if dctx_out is not None:
                     dctx = dctx + dctx_out                              # ctx_t fed the cell and the output
                 dstate_prev[0][-1] += self.attention.backward(dctx, cache.attention, memory, dmemory, dprojected)
-        return dxw, dgh, dfeed_prev, dcontext_vector, dstate_prev
+        return dxw, dgh, dfeed_prev, dcontext_vector, dstate_prev, demb
 
     def weight_grads(self, emb, steps, dxw, dgh):
         """After the time loop: the cell stack's weight gradients, one product each over all steps.
@@ -229,7 +246,8 @@ def steps_forward(decoder, emb, encoded, train):
     state, feed = encoded.state, decoder.initial_feed(emb.shape[1])
     outputs, weights, caches = [], [], []
     for t in range(xw_emb.shape[0]):
-        output, state, feed, step_weights, cache = decoder.step_forward(xw_emb[t], state, feed, encoded, train)
+        output, state, feed, step_weights, cache = decoder.step_forward(xw_emb[t], state, feed, encoded, train,
+                                                                        emb[t])
         outputs.append(output)
         weights.append(step_weights)
         caches.append(cache)
@@ -253,14 +271,17 @@ def steps_backward(decoder, doutputs, emb, caches, encoded):
     steps = doutputs.shape[0]
     dxw = [[None] * steps for _ in range(rnn.num_layers)]
     dgh = [[None] * steps for _ in range(rnn.num_layers)]
+    demb_out = [None] * steps                                           # the deep output's share of demb
     for t in reversed(range(steps)):
-        step_dxw, step_dgh, dfeed, dcv, dstate = decoder.step_backward(
+        step_dxw, step_dgh, dfeed, dcv, dstate, demb_out[t] = decoder.step_backward(
             doutputs[t], dstate, dfeed, caches[t], encoded, dmemory, dprojected)
         for k in range(rnn.num_layers):
             dxw[k][t], dgh[k][t] = step_dxw[k], step_dgh[k]
         if dcv is not None:
             dcontext_vector += dcv                                      # cv was fed at every step
     demb = decoder.weight_grads(emb, caches, [xp.stack(d) for d in dxw], [xp.stack(d) for d in dgh])
+    if decoder.deep_output:
+        demb = demb + xp.stack(demb_out)                                # emb_t fed the cells and the output
     return demb, dstate, dmemory, dprojected, dcontext_vector
 
 
