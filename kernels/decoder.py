@@ -37,6 +37,7 @@ and back, t = T-1 .. 0, carrying dh (and dc):
 With Bahdanau's attentional output (``attentional_output``), o_t = dropout(h~_t), h~_t = tanh(W_c [ctx_t ; h_t]):
 it feeds nothing back, so it runs after the loop for all steps at once (two products), and its backward
 before the loop's: dpre = do (1 - h~^2), dctx_out = dpre W_c1 (added to each step's dctx), dh_t = dpre W_c2.
+The deep output (``deep_output``) adds emb_t W_c3^T inside the tanh and dpre W_c3 to demb.
 
 A Luong decoder's step attends after the cells, with the top layer's new h_t:
 
