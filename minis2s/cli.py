@@ -357,8 +357,8 @@ def _sample_indices(pairs, count):
 def _score_line(scores):
     case = " (case-insensitive; case-sensitive {:.1f})".format(scores["bleu_case_sensitive"]) \
         if scores["case_insensitive"] else ""
-    return (f"BLEU {scores['bleu']:.1f}{case}, chrF {scores['chrf']:.1f}, exact match {scores['exact_match']:.1f}%, "
-            f"perplexity {scores['perplexity']:.2f}")
+    return (f"BLEU {scores['bleu']:.1f}{case}, on the model's tokens {scores['bleu_tokens']:.1f}, "
+            f"chrF {scores['chrf']:.1f}, exact match {scores['exact_match']:.1f}%, perplexity {scores['perplexity']:.2f}")
 
 
 def _heatmap(translator, text, path, beam):

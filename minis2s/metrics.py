@@ -16,6 +16,18 @@ def bleu(hypotheses, references, tokenize="13a", lowercase=False):
     return sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize, lowercase=lowercase).score
 
 
+def token_bleu(hypotheses, references, tokenizer):
+    """BLEU on the words a word tokenizer makes of both sides (``data.Tokenizer``: punctuation apart, French
+    elisions split, lower-cased as the model is), taken as they are (sacrebleu's tokenize="none"): the
+    "tokenized BLEU" of multi-bleu.perl and of torchtext's bleu_score over token lists. Higher than BLEU
+    on detokenised text, whose 13a tokenizer keeps "j'ai" one word; the two are not comparable."""
+    import sacrebleu
+    def words(text):
+        return " ".join(tokenizer.tokenize(text))
+    return sacrebleu.corpus_bleu([words(h) for h in hypotheses], [[words(r) for r in references]],
+                                 tokenize="none", force=True).score
+
+
 def chrf(hypotheses, references, lowercase=False):
     from sacrebleu.metrics import CHRF
     return CHRF(lowercase=lowercase).corpus_score(list(hypotheses), [list(references)]).score

@@ -91,6 +91,8 @@ class Translator:
         loss = -sum(lp for lp, _ in scored) / sum(n for _, n in scored) if scored else float("nan")
         return {"bleu": metrics.bleu(hypotheses, references, tokenize, lowercase=lower),
                 "bleu_case_sensitive": metrics.bleu(hypotheses, references, tokenize),
+                "bleu_tokens": metrics.token_bleu(hypotheses, references,         # the word tokenizer under
+                                                  getattr(self.tgt_tokenizer, "tokenizer", self.tgt_tokenizer)),
                 "chrf": metrics.chrf(hypotheses, references, lowercase=lower),
                 "exact_match": metrics.exact_match(hypotheses, references, lowercase=lower),
                 "perplexity": metrics.perplexity(loss), "loss": loss, "case_insensitive": lower,

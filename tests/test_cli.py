@@ -59,7 +59,7 @@ def test_evaluate_json_is_the_last_line(trained):
     out, _ = trained
     result = minis2s("evaluate", "--model", str(out), "--data", str(out / "test.tsv"), "--json", "--beam", "2")
     scores = json.loads(result.stdout.strip().splitlines()[-1])
-    assert {"bleu", "chrf", "exact_match", "perplexity"} <= set(scores) and scores["beam"] == 2
+    assert {"bleu", "bleu_tokens", "chrf", "exact_match", "perplexity"} <= set(scores) and scores["beam"] == 2
 
 
 def test_resume_through_the_command_line_matches_a_straight_run(tiny_tsv, tmp_path):

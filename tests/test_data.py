@@ -172,3 +172,17 @@ def test_bleu_and_chrf_equal_sacrebleu_on_fixtures():
     assert metrics.exact_match(hypotheses, references) == pytest.approx(200 / 3)          # case-insensitive
     assert metrics.exact_match(hypotheses, references, lowercase=False) == pytest.approx(100 / 3)
     assert metrics.bleu(["我 喜欢 你"], ["我喜欢你"], tokenize="zh") == pytest.approx(100.0)
+
+
+def test_token_bleu_scores_the_word_tokenizers_words():
+    """On the model's tokens "j'ai" is two words and a final "." one of its own, as multi-bleu.perl and
+    torchtext's bleu_score would see them: worked against sacrebleu on the hand-tokenised strings."""
+    from minis2s.data import Tokenizer
+    import sacrebleu
+    tokenizer = Tokenizer("word", lowercase=True, elisions=True)
+    hypotheses, references = ["J'ai froid.", "tom n'aime pas le fromage."], ["j'ai très froid.", "Tom n'aime pas ça."]
+    by_hand = sacrebleu.corpus_bleu(["j' ai froid .", "tom n' aime pas le fromage ."],
+                                    [["j' ai très froid .", "tom n' aime pas ça ."]], tokenize="none", force=True)
+    assert metrics.token_bleu(hypotheses, references, tokenizer) == pytest.approx(by_hand.score, abs=1e-9)
+    assert metrics.token_bleu(hypotheses, references, tokenizer) != pytest.approx(
+        metrics.bleu(hypotheses, references, lowercase=True), abs=0.1)
