@@ -87,12 +87,12 @@ class Translator:
         references = [t for _, t in pairs]
         tokenize = "zh" if self.tgt_tokenizer.kind == "char" else "13a"
         lower = self.tgt_tokenizer.lowercase              # a lower-cased model is scored case-insensitively
+        words = getattr(self.tgt_tokenizer, "tokenizer", self.tgt_tokenizer)   # a subword model's word tokenizer
         scored = self.score(pairs, batch_size)                 # log p(reference | source), tokens: per pair
         loss = -sum(lp for lp, _ in scored) / sum(n for _, n in scored) if scored else float("nan")
         return {"bleu": metrics.bleu(hypotheses, references, tokenize, lowercase=lower),
                 "bleu_case_sensitive": metrics.bleu(hypotheses, references, tokenize),
-                "bleu_tokens": metrics.token_bleu(hypotheses, references,         # the word tokenizer under
-                                                  getattr(self.tgt_tokenizer, "tokenizer", self.tgt_tokenizer)),
+                "bleu_tokens": metrics.token_bleu(hypotheses, references, words),
                 "chrf": metrics.chrf(hypotheses, references, lowercase=lower),
                 "exact_match": metrics.exact_match(hypotheses, references, lowercase=lower),
                 "perplexity": metrics.perplexity(loss), "loss": loss, "case_insensitive": lower,

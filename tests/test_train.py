@@ -114,7 +114,7 @@ def test_the_linear_schedule_worked_by_hand_and_as_pytorch():
 @pytest.mark.parametrize("accumulate,steps", [(1, 16), (3, 6)])
 def test_the_linear_schedule_ends_with_the_run(tmp_path, accumulate, steps):
     """60 pairs in batches of 8: 8 batches an epoch; two epochs of one or three batches a step are 16 or
-    6 steps, the last at base / N, and a resumed run keeps the line."""
+    6 steps, the last at base / N."""
     _, trainer = _small_run(tmp_path, "linear", lr_schedule="linear", accumulate=accumulate)
     assert trainer.schedule.total_steps == steps
     seen = []

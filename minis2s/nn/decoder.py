@@ -125,13 +125,11 @@ class Decoder(Module):
         return h_tilde, CombineCache(linear_cache, h_tilde)
 
     def combine_backward(self, dh_tilde, cache):
-        """dh~ (B, H) -> dctx (B, M), dh (B, H) (and demb (B, E) with the deep output); adds dW_c."""
+        """dh~ (B, H) -> dctx (B, M), dh (B, H), demb (B, E) with the deep output (else None); adds dW_c."""
         dpre = tanh_backward(dh_tilde, cache.h_tilde)                    # h~ = tanh(pre)
         djoined = self.combine.backward(dpre, cache.linear)              # pre = W_c [ctx ; h (; emb)]
         m, h = self.memory_size, self.memory_size + self.hidden_size
-        if self.deep_output:
-            return djoined[..., :m], djoined[..., m:h], djoined[..., h:]
-        return djoined[..., :m], djoined[..., m:]
+        return djoined[..., :m], djoined[..., m:h], djoined[..., h:] if self.deep_output else None
 
     # ------------------------------------------------------------------ layer 0's extra inputs
 
@@ -202,8 +200,7 @@ class Decoder(Module):
         if self.combine is not None:
             if dfeed is not None:
                 doutput = doutput + dfeed                               # h~_t also fed step t+1
-            dctx_out, dtop, *deep = self.combine_backward(doutput, cache.combine)
-            demb = deep[0] if deep else None
+            dctx_out, dtop, demb = self.combine_backward(doutput, cache.combine)
             if self.attention_kind != "bahdanau":                       # Luong: the query was h_t
                 dtop = dtop + self.attention.backward(dctx_out, cache.attention, memory, dmemory, dprojected)
         dxw, dgh, dstate_prev = self.rnn.stack_step_backward(dtop, dstate, cache.stack)
@@ -321,7 +318,7 @@ def backward_whole_sequences(decoder, doutputs, emb, cache, encoded):
     dhidden = dropout_backward(doutputs, cache.out_mask)
     dmemory = None
     if cache.attention is not None:                                  # Luong, every step at once
-        dctx, dhidden = decoder.combine_backward(dhidden, cache.combine)
+        dctx, dhidden, _ = decoder.combine_backward(dhidden, cache.combine)   # Luong: no deep output
         dquery, dmemory = decoder.attention.backward_steps(dctx, cache.attention)
         dhidden = dhidden + dquery                                   # h_t was also the query
     demb, dstate = rnn.backward(dhidden, None, cache.rnn)
