@@ -1,19 +1,22 @@
 """The same Seq2Seq in PyTorch, for benchmarks and comparisons only (torch is never needed to run minis2s).
 
 Architecture, as minis2s builds it for ``cell`` in {gru, lstm}, ``attention`` in {none, bahdanau},
-one layer, unidirectional, bridge "final":
+one layer, bridge "final", one direction or both, with or without the attentional output:
 
-    encoder   torch.nn.GRU / LSTM over the packed source (cuDNN-free CPU kernels, oneDNN where it applies)
+    encoder   torch.nn.GRU / LSTM over the packed source (cuDNN-free CPU kernels, oneDNN where it applies);
+              bidirectional: both directions, a memory of 2H, s_0 = tanh(W_b [s_fwd ; s_bwd] + b_b)
     decoder   without attention: torch.nn.GRU / LSTM over the whole teacher-forced target sequence in one
               call, as a PyTorch user writes it (d2l's Seq2SeqDecoder) and as minis2s runs it, since nothing
               feeds back into the cells; one-step sequences when decoding.
               With Bahdanau attention: torch.nn.GRUCell / LSTMCell, step by step, the attention before the
               cell, queried by the previous state: c_t = sum_s softmax_s(v^T tanh(W_q h + W_k k_s)) k_s,
               input [e_t ; c_t]
-    output    torch.nn.Linear over the top hidden state; cross-entropy mean over real target tokens
+    output    torch.nn.Linear over the top hidden state, or with the attentional output over
+              tanh(W_c [c_t ; h_t]) (no bias); cross-entropy mean over real target tokens
 
 ``from_minis2s(model)`` copies a minis2s model's weights, so that both compute the same loss; the
-benchmark checks that before it quotes a speed. ``Decoding`` wraps the twin in the ``start`` / ``step``
+benchmark checks that before it quotes a speed. ``to_minis2s()`` is the way back: a minis2s Seq2Seq with
+the twin's weights, so that a model trained in PyTorch is decoded and scored by minis2s' own code. ``Decoding`` wraps the twin in the ``start`` / ``step``
 interface of ``Seq2Seq``, so that minis2s' own greedy and beam search drive it: both columns then
 share the search bookkeeping and differ only in the model's arithmetic.
 """
@@ -26,24 +29,34 @@ from .model import Encoded
 
 
 class TorchSeq2Seq(torch.nn.Module):
-    def __init__(self, src_vocab, tgt_vocab, cell="gru", attention="bahdanau", emb_size=256, hidden_size=256):
+    def __init__(self, src_vocab_size, tgt_vocab_size, cell="gru", attention="bahdanau", emb_size=256, hidden_size=256,
+                 bidirectional=False, attentional_output=False):
         super().__init__()
         if cell not in ("gru", "lstm") or attention not in ("none", "bahdanau"):
             raise ValueError("the twin covers cell gru/lstm and attention none/bahdanau")
+        if attentional_output and attention != "bahdanau":
+            raise ValueError("the twin's attentional output needs attention='bahdanau'")
         self.cell_kind, self.attention = cell, attention
-        self.src_embedding = torch.nn.Embedding(src_vocab, emb_size, padding_idx=PAD)
-        self.tgt_embedding = torch.nn.Embedding(tgt_vocab, emb_size, padding_idx=PAD)
+        self.config = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, cell=cell, attention=attention,
+                           emb_size=emb_size, hidden_size=hidden_size, bidirectional=bidirectional,
+                           attentional_output=attentional_output)
+        self.src_embedding = torch.nn.Embedding(src_vocab_size, emb_size, padding_idx=PAD)
+        self.tgt_embedding = torch.nn.Embedding(tgt_vocab_size, emb_size, padding_idx=PAD)
         recurrent, step = (torch.nn.GRU, torch.nn.GRUCell) if cell == "gru" else (torch.nn.LSTM, torch.nn.LSTMCell)
-        self.encoder = recurrent(emb_size, hidden_size)
+        self.encoder = recurrent(emb_size, hidden_size, bidirectional=bidirectional)
+        memory = 2 * hidden_size if bidirectional else hidden_size
+        self.bridge = torch.nn.ModuleDict({kind: torch.nn.Linear(memory, hidden_size)      # h (and c): tanh(W_b [fwd ; bwd] + b_b)
+                                           for kind in ("h", "c")[:2 if cell == "lstm" else 1]}) if bidirectional else None
         if attention == "bahdanau":                    # the context feeds the cell: one step at a time
-            self.decoder = step(emb_size + hidden_size, hidden_size)
+            self.decoder = step(emb_size + memory, hidden_size)
         else:                                          # nothing feeds back: one call over the whole sequence
             self.decoder = recurrent(emb_size, hidden_size)
         if attention == "bahdanau":
             self.W_q = torch.nn.Linear(hidden_size, hidden_size, bias=False)
-            self.W_k = torch.nn.Linear(hidden_size, hidden_size, bias=False)
+            self.W_k = torch.nn.Linear(memory, hidden_size, bias=False)
             self.v = torch.nn.Parameter(torch.zeros(hidden_size))
-        self.out = torch.nn.Linear(hidden_size, tgt_vocab)
+        self.combine = torch.nn.Linear(memory + hidden_size, hidden_size, bias=False) if attentional_output else None
+        self.out = torch.nn.Linear(hidden_size, tgt_vocab_size)
 
     @classmethod
     def from_minis2s(cls, model, device="cpu"):
@@ -51,23 +64,42 @@ class TorchSeq2Seq(torch.nn.Module):
         encoder, the decoder's cell step by step as a user would write it)."""
         from . import backend
         config = model.config
-        twin = cls(config["src_vocab_size"], config["tgt_vocab_size"], config["cell"], config["attention"],
-                   config["emb_size"], config["hidden_size"])
-        p = {k: torch.from_numpy(numpy.asarray(backend.to_numpy(v), dtype=numpy.float32))
-             for k, v in model.state_dict().items()}
+        if config["num_layers"] != 1 or config["bridge"] != "final" or config["deep_output"] or any(
+                config[k] for k in ("input_feeding", "context_feeding", "reverse_source")):
+            raise ValueError("the twin covers one layer, bridge 'final', no feeding, reversal or deep output")
+        twin = cls(**{k: config[k] for k in ("src_vocab_size", "tgt_vocab_size", "cell", "attention", "emb_size",
+                                             "hidden_size", "bidirectional", "attentional_output")})
+        state = model.state_dict()
         with torch.no_grad():
-            twin.src_embedding.weight.copy_(p["src_embedding.weight"])
-            twin.tgt_embedding.weight.copy_(p["tgt_embedding.weight"])
-            for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
-                getattr(twin.encoder, name).copy_(p[f"encoder.{name}"])
-                getattr(twin.decoder, name if twin.attention == "none" else name[:-3]).copy_(p[f"decoder.rnn.{name}"])
-            if twin.attention == "bahdanau":
-                twin.W_q.weight.copy_(p["decoder.attention.W_q"])
-                twin.W_k.weight.copy_(p["decoder.attention.W_k"])
-                twin.v.copy_(p["decoder.attention.v"])
-            twin.out.weight.copy_(p["decoder.out.weight"])
-            twin.out.bias.copy_(p["decoder.out.bias"])
+            for name, tensor in twin.minis2s_names().items():
+                tensor.copy_(torch.from_numpy(numpy.asarray(backend.to_numpy(state[name]), dtype=numpy.float32)))
         return twin.to(device)
+
+    def minis2s_names(self):
+        """minis2s' parameter name -> the twin's tensor holding it (every parameter, each once)."""
+        names = {"src_embedding.weight": self.src_embedding.weight, "tgt_embedding.weight": self.tgt_embedding.weight,
+                 "decoder.out.weight": self.out.weight, "decoder.out.bias": self.out.bias}
+        for name, tensor in self.encoder.named_parameters():           # weight_ih_l0, ..., weight_ih_l0_reverse
+            names[f"encoder.{name}"] = tensor
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            names[f"decoder.rnn.{name}"] = getattr(self.decoder, name if self.attention == "none" else name[:-3])
+        for kind, linear in (self.bridge or {}).items():
+            names[f"bridge.{kind}_l0.weight"], names[f"bridge.{kind}_l0.bias"] = linear.weight, linear.bias
+        if self.attention == "bahdanau":
+            names.update({"decoder.attention.W_q": self.W_q.weight, "decoder.attention.W_k": self.W_k.weight,
+                          "decoder.attention.v": self.v})
+        if self.combine is not None:
+            names["decoder.combine.weight"] = self.combine.weight
+        return names
+
+    def to_minis2s(self):
+        """A minis2s Seq2Seq (float32, on the current backend) holding the twin's weights."""
+        from . import backend
+        from .model import Seq2Seq
+        model = Seq2Seq(**self.config)
+        model.load_state_dict({name: backend.xp().asarray(tensor.detach().cpu().numpy())
+                               for name, tensor in self.minis2s_names().items()})
+        return model
 
     @property
     def device(self):
@@ -78,12 +110,17 @@ class TorchSeq2Seq(torch.nn.Module):
         packed = torch.nn.utils.rnn.pack_padded_sequence(emb, src_lengths.cpu(), enforce_sorted=False)
         memory, state = self.encoder(packed)
         memory, _ = torch.nn.utils.rnn.pad_packed_sequence(memory, total_length=src.shape[0])
-        state = (state[0][0], state[1][0]) if self.cell_kind == "lstm" else (state[0],)
+        if self.bridge is not None:                    # (2, B, H) forward, backward -> tanh(W_b [fwd ; bwd] + b_b)
+            state = tuple(torch.tanh(self.bridge[kind](torch.cat([s[0], s[1]], dim=1)))
+                          for kind, s in zip(("h", "c"), state if self.cell_kind == "lstm" else (state,)))
+        else:
+            state = (state[0][0], state[1][0]) if self.cell_kind == "lstm" else (state[0],)
         mask = torch.arange(src.shape[0], device=src.device)[:, None] < src_lengths[None, :]
         projected = self.W_k(memory) if self.attention == "bahdanau" else None
         return memory, projected, mask, state
 
     def decode_step(self, emb, state, memory, projected, mask):
+        """One step -> (the new state, the attention weights or None, the output the projection reads)."""
         if self.attention == "bahdanau":
             scores = torch.tanh(projected + self.W_q(state[0])) @ self.v                 # (S, B)
             weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=0)
@@ -91,9 +128,11 @@ class TorchSeq2Seq(torch.nn.Module):
             emb = torch.cat([emb, context], dim=1)
         else:                                          # the whole-sequence module, over one step
             _, state = self.decoder(emb[None], self._layered(state))
-            return ((state[0][0], state[1][0]) if self.cell_kind == "lstm" else (state[0],)), None
+            state = (state[0][0], state[1][0]) if self.cell_kind == "lstm" else (state[0],)
+            return state, None, state[0]
         state = self.decoder(emb, state) if self.cell_kind == "lstm" else (self.decoder(emb, state[0]),)
-        return state, weights
+        output = state[0] if self.combine is None else torch.tanh(self.combine(torch.cat([context, state[0]], dim=1)))
+        return state, weights, output
 
     def _layered(self, state):
         """(h,) or (h, c) of (B, H) -> nn.GRU's h (1, B, H) or nn.LSTM's (h, c)."""
@@ -107,8 +146,8 @@ class TorchSeq2Seq(torch.nn.Module):
         else:
             steps = []
             for t in range(tgt_in.shape[0]):
-                state, _ = self.decode_step(embedded[t], state, memory, projected, mask)
-                steps.append(state[0])
+                state, _, output = self.decode_step(embedded[t], state, memory, projected, mask)
+                steps.append(output)
             outputs = torch.stack(steps)
         logits = self.out(outputs)
         real = torch.arange(tgt_in.shape[0], device=tgt_in.device)[:, None] < tgt_lengths[None, :]
@@ -147,10 +186,10 @@ class Decoding:
     @torch.no_grad()
     def step(self, tokens, state, feed, encoded):
         emb = self.twin.tgt_embedding(torch.from_numpy(numpy.asarray(tokens)).to(self.twin.device))
-        new_state, weights = self.twin.decode_step(emb, tuple(s.tensor[0] for s in state), encoded.memory.tensor,
-                                                   None if encoded.projected is None else encoded.projected.tensor,
-                                                   encoded.mask.tensor)
-        logp = torch.log_softmax(self.twin.out(new_state[0]), dim=1)
+        new_state, weights, output = self.twin.decode_step(
+            emb, tuple(s.tensor[0] for s in state), encoded.memory.tensor,
+            None if encoded.projected is None else encoded.projected.tensor, encoded.mask.tensor)
+        logp = torch.log_softmax(self.twin.out(output), dim=1)
         return (logp.cpu().numpy(), tuple(_Rows(s[None]) for s in new_state), None,   # the search runs on the host
                 None if weights is None else weights.cpu().numpy())
 

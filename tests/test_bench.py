@@ -133,17 +133,25 @@ def test_the_cpu_benchmark_takes_several_samples_a_turn_of_a_short_run(monkeypat
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("attention", ["none", "bahdanau"])
-def test_the_pytorch_twin_computes_minis2s_loss_and_greedy_output_as_a_pytorch_user_would(on_numpy, cell, attention):
+@pytest.mark.parametrize("attention, bidirectional, attentional_output",
+                         [("none", False, False), ("bahdanau", False, False), ("none", True, False),
+                          ("bahdanau", True, True), ("bahdanau", False, True)])
+def test_the_pytorch_twin_computes_minis2s_loss_and_greedy_output_as_a_pytorch_user_would(
+        on_numpy, cell, attention, bidirectional, attentional_output):
     """Where nothing feeds back (no attention) the twin's decoder is one nn.GRU / nn.LSTM call over the whole
     target sequence, as minis2s' and a PyTorch user's; with Bahdanau attention a cell step by step. Either
-    way the loss on copied weights is minis2s' (float32, 1e-5) and greedy decoding gives the same tokens."""
+    way the loss on copied weights is minis2s' (float32, 1e-5) and greedy decoding gives the same tokens,
+    with a bidirectional encoder (its bridge) and the attentional output too; and the way back,
+    ``to_minis2s``, gives every weight exactly."""
     torch = pytest.importorskip("torch")
     from minis2s.data import collate
     from minis2s.decode import greedy
     from minis2s.model import Seq2Seq
     from minis2s.torch_twin import Decoding, TorchSeq2Seq, tensors
-    model = Seq2Seq(40, 40, cell=cell, attention=attention, emb_size=16, hidden_size=24, seed=3)
+    model = Seq2Seq(40, 40, cell=cell, attention=attention, emb_size=16, hidden_size=24, seed=3,
+                    bidirectional=bidirectional, attentional_output=attentional_output)
+    for value in model.params.values():                   # zero biases and v (minis2s' start) would hide a swap
+        value += numpy.random.default_rng(value.size).normal(0, 0.3, value.shape).astype(value.dtype)
     twin = TorchSeq2Seq.from_minis2s(model)
     recurrent = torch.nn.GRU if cell == "gru" else torch.nn.LSTM
     assert isinstance(twin.decoder, recurrent) == (attention == "none")
@@ -155,3 +163,6 @@ def test_the_pytorch_twin_computes_minis2s_loss_and_greedy_output_as_a_pytorch_u
     assert theirs == pytest.approx(model.loss(batch), rel=1e-5)
     ours = [h.tokens for h in greedy(model, sources, max_length=8)]
     assert [h.tokens for h in greedy(Decoding(twin), sources, max_length=8)] == ours
+    back = twin.to_minis2s()
+    assert {**back.config, "seed": 3} == model.config                # the seed only chose the weights
+    assert all(numpy.array_equal(back.params[name], value) for name, value in model.params.items())
