@@ -16,9 +16,10 @@ one layer, bridge "final", one direction or both, with or without the attentiona
 
 ``from_minis2s(model)`` copies a minis2s model's weights, so that both compute the same loss; the
 benchmark checks that before it quotes a speed. ``to_minis2s()`` is the way back: a minis2s Seq2Seq with
-the twin's weights, so that a model trained in PyTorch is decoded and scored by minis2s' own code. ``Decoding`` wraps the twin in the ``start`` / ``step``
-interface of ``Seq2Seq``, so that minis2s' own greedy and beam search drive it: both columns then
-share the search bookkeeping and differ only in the model's arithmetic.
+the twin's weights, so that a model trained in PyTorch is decoded and scored by minis2s' own code.
+``Decoding`` wraps the twin in the ``start`` / ``step`` interface of ``Seq2Seq``, so that minis2s' own greedy
+and beam search drive it: both columns then share the search bookkeeping and differ only in the model's
+arithmetic.
 """
 import numpy
 import torch
@@ -29,24 +30,25 @@ from .model import Encoded
 
 
 class TorchSeq2Seq(torch.nn.Module):
-    def __init__(self, src_vocab_size, tgt_vocab_size, cell="gru", attention="bahdanau", emb_size=256, hidden_size=256,
-                 bidirectional=False, attentional_output=False):
+    def __init__(self, src_vocab_size, tgt_vocab_size, cell="gru", attention="bahdanau", emb_size=256,
+                 hidden_size=256, bidirectional=False, attentional_output=False):
         super().__init__()
         if cell not in ("gru", "lstm") or attention not in ("none", "bahdanau"):
             raise ValueError("the twin covers cell gru/lstm and attention none/bahdanau")
         if attentional_output and attention != "bahdanau":
             raise ValueError("the twin's attentional output needs attention='bahdanau'")
         self.cell_kind, self.attention = cell, attention
-        self.config = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, cell=cell, attention=attention,
-                           emb_size=emb_size, hidden_size=hidden_size, bidirectional=bidirectional,
+        self.config = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, cell=cell,
+                           attention=attention, emb_size=emb_size, hidden_size=hidden_size, bidirectional=bidirectional,
                            attentional_output=attentional_output)
         self.src_embedding = torch.nn.Embedding(src_vocab_size, emb_size, padding_idx=PAD)
         self.tgt_embedding = torch.nn.Embedding(tgt_vocab_size, emb_size, padding_idx=PAD)
         recurrent, step = (torch.nn.GRU, torch.nn.GRUCell) if cell == "gru" else (torch.nn.LSTM, torch.nn.LSTMCell)
         self.encoder = recurrent(emb_size, hidden_size, bidirectional=bidirectional)
         memory = 2 * hidden_size if bidirectional else hidden_size
-        self.bridge = torch.nn.ModuleDict({kind: torch.nn.Linear(memory, hidden_size)      # h (and c): tanh(W_b [fwd ; bwd] + b_b)
-                                           for kind in ("h", "c")[:2 if cell == "lstm" else 1]}) if bidirectional else None
+        kinds = ("h", "c") if cell == "lstm" else ("h",)           # the bridge: tanh(W_b [fwd ; bwd] + b_b) each
+        self.bridge = torch.nn.ModuleDict({k: torch.nn.Linear(memory, hidden_size) for k in kinds}) \
+            if bidirectional else None
         if attention == "bahdanau":                    # the context feeds the cell: one step at a time
             self.decoder = step(emb_size + memory, hidden_size)
         else:                                          # nothing feeds back: one call over the whole sequence
