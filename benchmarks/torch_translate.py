@@ -105,5 +105,6 @@ def main():
         with open(args.out, "w", encoding="utf-8") as stream:
             json.dump(result, stream, indent=1, ensure_ascii=False)
 
+
 if __name__ == "__main__":
     main()
