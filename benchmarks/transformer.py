@@ -15,7 +15,10 @@ cross-entropy over the real target tokens, and Adam. The PyTorch side is what a 
 by name, and the two losses must agree (float32, 1e-5 relative) before anything is timed.
 
 A training step is forward + backward + the Adam update; target tokens/s = real target tokens / step
-time. The two sides take turns, an untimed step before each timed run; medians. Then greedy decoding,
+time. The two sides take turns, an untimed step before each timed run; medians. Then the step's matrix
+products alone, the same shapes on NumPy's BLAS and on PyTorch's (``Linear`` products: x W^T, dy^T x, dy W
+for every layer and the output layer), taking turns: the time no step can go below on its BLAS, and what
+the two BLAS builds alone make of the ratio. Then greedy decoding,
 with each layer's keys and values kept and recomputing the whole prefix at every step (``Recomputing``),
 the same tokens both ways. Results go to
 benchmarks/results/transformer_bench.json and .md, with the machine named.
@@ -213,6 +216,58 @@ def measure(config_name, repeats, threads):
                 ratio=medians["PyTorch"] / medians["minis2s"], repeats=repeats, backend=backend.name())
 
 
+def linear_shapes(config):
+    """(rows, in, out) of every Linear in a training step of ``config``: the encoder layers' packed
+    in-projection, out-projection and feed-forward pair, the decoder layers' with the cross-attention's
+    query, packed key-value and out-projections, and the output layer; rows = batch x length."""
+    d, ff, rows = config["d_model"], config["ff"], config["batch"] * config["length"]
+    encoder = [(d, 3 * d), (d, d), (d, ff), (ff, d)]
+    decoder = encoder + [(d, d), (d, 2 * d), (d, d)]
+    layers = (encoder + decoder) * config["layers"]
+    return [(rows, n_in, n_out) for n_in, n_out in layers + [(d, config["vocab"])]]
+
+
+def products_speed(config_name, repeats, threads):
+    """The step's products alone (forward x W^T, then dW = dy^T x and dx = dy W) on NumPy's BLAS and on
+    PyTorch's, float32, the two taking turns as in ``measure``: milliseconds a step, medians."""
+    import torch
+    torch.set_num_threads(threads)
+    shapes = linear_shapes(CONFIGS[config_name])
+    rng = numpy.random.default_rng(0)
+    ours = [tuple(rng.standard_normal(shape, dtype=numpy.float32) for shape in ((n, i), (o, i), (n, o)))
+            for n, i, o in shapes]
+    theirs = [tuple(torch.from_numpy(a) for a in arrays) for arrays in ours]
+
+    def products(arrays):
+        for x, weight, dy in arrays:
+            x @ weight.T, dy.T @ x, dy @ weight
+
+    times = {"NumPy": [], "PyTorch": []}
+    for _ in range(repeats):
+        for name, arrays in (("NumPy", ours), ("PyTorch", theirs)):
+            time.sleep(0.2)
+            products(arrays)                                 # untimed
+            started = time.perf_counter()
+            products(arrays)
+            times[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    gflop = sum(6 * n * i * o for n, i, o in shapes) / 1e9
+    return dict(config=config_name, linears=len(shapes), gflop=gflop, numpy_ms=1e3 * medians["NumPy"],
+                torch_ms=1e3 * medians["PyTorch"], ratio=medians["PyTorch"] / medians["NumPy"],
+                numpy_blas=blas_names()[0], torch_blas=blas_names()[1])
+
+
+def blas_names():
+    """(NumPy's BLAS, PyTorch's) as their builds name them."""
+    import torch
+    try:
+        ours = numpy.__config__.CONFIG["Build Dependencies"]["blas"]
+        ours = f"{ours['name']} {ours.get('version', '')}".strip()
+    except (AttributeError, KeyError, TypeError):
+        ours = "unknown"
+    return ours, "MKL" if torch.backends.mkl.is_available() else "not MKL"
+
+
 def machine():
     name = platform.processor() or platform.machine()
     try:
@@ -233,6 +288,7 @@ def main():
     import numpy as np
     import torch
     rows = [measure(name, args.repeats, args.threads) for name in args.configs]
+    blas = [products_speed(name, args.repeats, args.threads) for name in args.configs]
     decoding = [decode_speed(name, max(3, args.repeats // 2)) for name in args.configs]
     meta = dict(date=datetime.date.today().isoformat(), machine=machine(), threads=args.threads,
                 numpy=np.__version__, torch=torch.__version__, python=platform.python_version())
@@ -245,6 +301,13 @@ def main():
         lines.append(f"| {row['config']} | {row['parameters']:,} | {row['target_tokens']:,} | "
                      f"{row['loss_minis2s']:.5f} / {row['loss_torch']:.5f} | {row['minis2s_tok_s']:,.0f} | "
                      f"{row['torch_tok_s']:,.0f} | {row['ratio']:.2f}x |")
+    lines += ["", f"The step's matrix products alone, the same shapes (x W^T, dy^T x, dy W for each Linear), "
+              f"NumPy's BLAS ({blas[0]['numpy_blas']}) against PyTorch's ({blas[0]['torch_blas']}):", "",
+              "| config | Linears | GFLOP a step | NumPy ms | PyTorch ms | NumPy / PyTorch (speed) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in blas:
+        lines.append(f"| {row['config']} | {row['linears']} | {row['gflop']:.1f} | {row['numpy_ms']:.1f} | "
+                     f"{row['torch_ms']:.1f} | {row['ratio']:.2f}x |")
     lines += ["", "Greedy decoding of the batch's sources (untrained weights, at most `length` steps), the "
               "same tokens both ways:", "",
               "| config | sentences | steps | with the key/value cache (sent/s) | recomputing the prefix (sent/s) | "
@@ -256,7 +319,7 @@ def main():
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "transformer_bench.json"), "w", encoding="utf-8") as stream:
-        json.dump(dict(meta, rows=rows, decoding=decoding), stream, indent=1)
+        json.dump(dict(meta, rows=rows, products=blas, decoding=decoding), stream, indent=1)
     with open(os.path.join(args.out, "transformer_bench.md"), "w", encoding="utf-8") as stream:
         stream.write(text)
 
