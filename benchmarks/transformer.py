@@ -252,9 +252,10 @@ def products_speed(config_name, repeats, threads):
             times[name].append(time.perf_counter() - started)
     medians = {name: statistics.median(values) for name, values in times.items()}
     gflop = sum(6 * n * i * o for n, i, o in shapes) / 1e9
+    numpy_blas, torch_blas = blas_names()
     return dict(config=config_name, linears=len(shapes), gflop=gflop, numpy_ms=1e3 * medians["NumPy"],
                 torch_ms=1e3 * medians["PyTorch"], ratio=medians["PyTorch"] / medians["NumPy"],
-                numpy_blas=blas_names()[0], torch_blas=blas_names()[1])
+                numpy_blas=numpy_blas, torch_blas=torch_blas)
 
 
 def blas_names():
