@@ -171,14 +171,14 @@ def test_the_pytorch_twin_computes_minis2s_loss_and_greedy_output_as_a_pytorch_u
 def test_the_transformer_benchmark_times_the_products_the_training_step_runs(monkeypatch):
     """benchmarks/transformer.py's products-alone table: its list of Linear shapes is the step's own, every
     product the model runs in a training step (rows, in, out) and no other, for both configs' layouts."""
+    from minis2s import transformer
     from minis2s.batch import collate
     from minis2s.nn import layers, multihead
-    from minis2s.transformer import Transformer
     spec = importlib.util.spec_from_file_location("transformer_bench", ROOT / "benchmarks" / "transformer.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = dict(d_model=8, layers=2, heads=2, ff=12, batch=3, length=5, vocab=17)
-    model = Transformer(17, 17, d_model=8, num_heads=2, num_encoder_layers=2, num_decoder_layers=2, ff_size=12,
+    model = transformer.Transformer(17, 17, d_model=8, num_heads=2, num_encoder_layers=2, num_decoder_layers=2, ff_size=12,
                         dropout=0.0, seed=0)
     batch = collate([[5, 6, 7, 8]] * 3, [[9, 10, 11, 12]] * 3)          # 4 words + <eos>: 5 rows of 3
     seen = []
@@ -187,7 +187,7 @@ def test_the_transformer_benchmark_times_the_products_the_training_step_runs(mon
     def spy(x, weight, bias=None):
         seen.append((x.reshape(-1, x.shape[-1]).shape[0],) + weight.shape[::-1])
         return real(x, weight, bias)
-    for where in (layers, multihead, __import__("minis2s.transformer", fromlist=["x"])):
+    for where in (layers, multihead, transformer):                      # every module that calls it
         monkeypatch.setattr(where, "linear_forward", spy)
     model.loss_and_grads(batch)
     assert sorted(seen) == sorted(module.linear_shapes(config))
