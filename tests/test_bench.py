@@ -178,8 +178,8 @@ def test_the_transformer_benchmark_times_the_products_the_training_step_runs(mon
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = dict(d_model=8, layers=2, heads=2, ff=12, batch=3, length=5, vocab=17)
-    model = transformer.Transformer(17, 17, d_model=8, num_heads=2, num_encoder_layers=2, num_decoder_layers=2, ff_size=12,
-                        dropout=0.0, seed=0)
+    model = transformer.Transformer(17, 17, d_model=8, num_heads=2, num_encoder_layers=2, num_decoder_layers=2,
+                                    ff_size=12, dropout=0.0, seed=0)
     batch = collate([[5, 6, 7, 8]] * 3, [[9, 10, 11, 12]] * 3)          # 4 words + <eos>: 5 rows of 3
     seen = []
     real = layers.linear_forward
