@@ -170,7 +170,8 @@ def test_the_pytorch_twin_computes_minis2s_loss_and_greedy_output_as_a_pytorch_u
 
 def test_the_transformer_benchmark_times_the_products_the_training_step_runs(monkeypatch):
     """benchmarks/transformer.py's products-alone table: its list of Linear shapes is the step's own, every
-    product the model runs in a training step (rows, in, out) and no other, for both configs' layouts."""
+    product the model runs in a training step (rows, in, out) and no other (checked at a tiny size of the
+    benchmark's layout; the base config's output layer named)."""
     from minis2s import transformer
     from minis2s.batch import collate
     from minis2s.nn import layers, multihead
